@@ -1,0 +1,1 @@
+"""Hydra config tree (shipped as package data)."""

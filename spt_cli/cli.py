@@ -1,0 +1,292 @@
+"""``spt-run STAGE [key=value ...] [-m]``: the stage word, then Hydra.
+
+The first word picks the stage; everything after it is handed to Hydra unchanged (plus
+``stage=STAGE``). Before Hydra creates a run directory the overrides are checked here, so a
+typo costs a one-line error with the valid choices, exit code 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from spt_cli.config import GROUPS, STAGES, group_choices, validate
+from spt_cli.errors import ConfigError, SptError
+
+_DEBUG = False
+_FAILED: list[str] = []
+_STAGE_OVERRIDES: list[str] = []
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def usage() -> str:
+    """``spt-run --help``: stages, config groups with their choices, common keys."""
+    lines = [
+        "usage: spt-run STAGE [key=value ...] [-m] [--debug]",
+        "",
+        "Selective Prompt Tuning (SPT), SPT-DARTS and prompt-tuning baselines.",
+        "",
+        "stages:",
+    ]
+    lines += [f"  {name:<8} {desc}" for name, desc in STAGES.items()]
+    lines += ["", "config groups (group=choice):"]
+    for group in GROUPS:
+        lines.append(f"  {group:<10} {', '.join(group_choices(group)) or '-'}")
+    lines += [
+        "",
+        "common keys: shots=16 (few-shot K; 0 = full data)  seed=13  data.root=DIR",
+        "  data.max_seq_length=128  trainer.batch_size  trainer.lr  trainer.max_steps",
+        "  trainer.eval_every  method.num_tokens (p)  search.order=first|second",
+        "  search.budget=K  logger=wandb|none  resume=true hydra.run.dir=RUN_DIR",
+        "",
+        "examples:",
+        "  spt-run data dataset=rte shots=16",
+        "  spt-run search dataset=rte shots=16",
+        "  spt-run search dataset=rte shots=16 -m seed=13,21,42",
+        "  spt-run train method=lpt dataset=rte shots=16",
+        "  spt-run table runs=outputs/multirun",
+        "",
+        "Hydra flags (--cfg job, --info, -m) pass through; --debug keeps Python tracebacks.",
+    ]
+    return "\n".join(lines)
+
+
+# -- checks before Hydra -----------------------------------------------------------------------
+def _split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """Separate key=value overrides from Hydra flags (``-m``, ``--cfg job``, ...)."""
+    overrides, flags = [], []
+    takes_value = {
+        "--cfg",
+        "-c",
+        "--package",
+        "-p",
+        "--info",
+        "--config-name",
+        "-cn",
+        "--config-path",
+        "-cp",
+        "--config-dir",
+        "-cd",
+        "--experimental-rerun",
+    }
+    it = iter(args)
+    for a in it:
+        if a.startswith("-"):
+            flags.append(a)
+            if a in takes_value and a != "--info":
+                nxt = next(it, None)
+                if nxt is not None:
+                    flags.append(nxt)
+        else:
+            overrides.append(a)
+    return overrides, flags
+
+
+def _first_values(overrides: list[str]) -> list[str]:
+    """Overrides with every sweep replaced by its first value (one config to check)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for text in overrides:
+        try:
+            ov = parser.parse_override(text)
+        except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors are multi-line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"cannot parse override '{text}': {first}") from exc
+        if ov.is_sweep_override():
+            values = list(ov.sweep_string_iterator())
+            if not values:
+                raise ConfigError(f"override '{text}' sweeps over no value")
+            out.append(f"{ov.get_key_element()}={values[0]}")
+        else:
+            out.append(text)
+    return out
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    """Unknown group choices get the list of valid ones (Hydra's message spans many lines)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        ov = parser.parse_override(text)
+        key = ov.key_or_group
+        if key not in GROUPS or ov.is_delete():
+            continue
+        choices = group_choices(key)
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
+        for v in values:
+            if key == "experiment" and (v is None or str(v) == "null"):
+                continue
+            if str(v) not in choices:
+                raise ConfigError(f"unknown {key} '{v}'; choose one of: {', '.join(choices)}")
+
+
+def _compose_message(exc: Exception) -> str:
+    """One line from Hydra/OmegaConf composition errors."""
+    text = str(exc).strip()
+    if "is not in struct" in text or "Could not override" in text:
+        key = text.split("'")[1] if "'" in text else text
+        return (
+            f"unknown config key '{key}'; check the spelling (spt-run --help lists the keys) "
+            f"or add a new key with +{key}=VALUE"
+        )
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def preflight(stage: str, overrides: list[str]) -> None:
+    """Compose the first configuration of the command and validate it, before any file is
+    written."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    _check_group_choices(overrides)
+    plain = [o for o in _first_values(overrides) if not o.lstrip("+~").startswith("hydra")]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="spt_cli.conf", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"stage={stage}", *plain])
+    except SptError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any composition failure is the user's input
+        raise ConfigError(_compose_message(exc)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    validate(cfg)
+
+
+# -- the Hydra job -----------------------------------------------------------------------------
+def _cleanup_failed_run(run_dir: Path) -> None:
+    """Remove a run directory that failed before producing anything worth keeping."""
+    keep = ("results.json", "checkpoints", "selected_layers.json", "summary.json", "artifact")
+    if not run_dir.exists() or any((run_dir / k).exists() for k in keep):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # Drop the now-empty parents (outputs/<stage>/<task>/...) but never the cwd.
+    parent, stop = run_dir.parent, Path.cwd().resolve()
+    while parent.resolve() != stop and parent != parent.parent:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def run_job(cfg) -> float | None:
+    """Run one composed configuration (one job of a multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from spt_cli import stages
+    from spt_cli.io import write_json
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    if cfg.trainer.get("num_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    try:
+        validate(cfg)
+        if cfg.resume and not (run_dir / "checkpoints").exists():
+            raise ConfigError(
+                f"resume=true but {run_dir} has no checkpoint; pass hydra.run.dir=<the run "
+                "directory to continue>, or drop resume=true"
+            )
+        name = str(cfg.stage.name)
+        if name == "data":
+            return stages.stage_data(cfg, run_dir)
+        if name == "search":
+            return stages.stage_search(cfg, run_dir)
+        if name in ("train", "retrain"):
+            return stages.stage_train(cfg, run_dir, name)
+        if name == "eval":
+            return stages.stage_eval(cfg, run_dir, overrides)
+        if name == "table":
+            from spt_cli.tables import run_table
+
+            run_table(cfg, run_dir)
+            return None
+        raise ConfigError(f"unknown stage '{name}'; choose one of: {', '.join(STAGES)}")
+    except (SptError, KeyboardInterrupt, Exception) as exc:
+        if _DEBUG and not isinstance(exc, SptError | KeyboardInterrupt):
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            message, code = "interrupted", 130
+        elif isinstance(exc, SptError):
+            message, code = str(exc), exc.exit_code
+        else:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = f"internal error {type(exc).__name__}: {first} (rerun with --debug)"
+            code = 1
+        if not cfg.get("resume") and code != 130:
+            _cleanup_failed_run(run_dir)
+        if multirun:
+            # A sweep goes on with its other jobs; this one is recorded as failed for `table`.
+            print(f"error: job {hc.job.num} ({' '.join(overrides)}): {message}", file=sys.stderr)
+            _FAILED.append(f"{hc.job.num}: {message}")
+            try:
+                write_json(
+                    run_dir / "failed.json",
+                    {"status": "failed", "error": message, "overrides": overrides},
+                )
+            except SptError:
+                pass
+            return None
+        _fail(message, code)
+    return None
+
+
+def _hydra_entry() -> None:
+    import hydra
+
+    hydra.main(config_path="pkg://spt_cli.conf", config_name="config", version_base="1.3")(
+        run_job
+    )()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``spt-run``."""
+    global _DEBUG
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args.remove("--debug")
+        _DEBUG = True
+    _DEBUG = _DEBUG or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    stage, rest = args[0], args[1:]
+    if stage not in STAGES:
+        _fail(f"unknown stage '{stage}'; choose one of: {', '.join(STAGES)}", 2)
+    if any(a in ("-h", "--help") for a in rest):
+        print(usage())
+        return
+    overrides, flags = _split_overrides(rest)
+    if any(o.split("=", 1)[0] == "stage" for o in overrides):
+        _fail("give the stage as the first word (spt-run STAGE ...), not stage=...", 2)
+    try:
+        preflight(stage, overrides)
+    except SptError as exc:
+        if _DEBUG:
+            raise
+        _fail(str(exc), exc.exit_code)
+    if _DEBUG:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.argv = [sys.argv[0], *flags, f"stage={stage}", *overrides]
+    _hydra_entry()
+    if _FAILED:
+        _fail(f"{len(_FAILED)} job(s) of the sweep failed: " + "; ".join(_FAILED), 1)
+
+
+if __name__ == "__main__":
+    main()

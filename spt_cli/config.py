@@ -1,0 +1,115 @@
+"""Config checks and derived values that Hydra's schema-less yaml cannot express."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from spt_cli.errors import ConfigError
+
+STAGES: dict[str, str] = {
+    "data": "load a benchmark split and print its sizes, labels and an example",
+    "search": "SPT-DARTS: search the prompt layers, then retrain them and test",
+    "retrain": "train spt_fixed on layers from a search run (from_search=DIR) or layers=[..]",
+    "train": "train a baseline method (prompt_tuning, deep_prompt, lpt, ...) and test it",
+    "eval": "evaluate a saved inference artefact (artifact=DIR) on a dataset",
+    "table": "aggregate run directories (runs=DIR or glob) into a paper-style table",
+}
+
+# Groups a user picks with `group=choice`, shown by `spt-run --help`.
+GROUPS = ("model", "dataset", "split", "method", "head", "trainer", "logger", "experiment")
+
+
+def conf_dir():
+    """The shipped Hydra config tree (a Traversable; a real directory in every install)."""
+    return resources.files("spt_cli.conf")
+
+
+def group_choices(group: str) -> list[str]:
+    """Names of the yaml files of a config group, sorted."""
+    base = conf_dir()
+    for part in group.split("/"):
+        base = base / part
+    if not base.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in base.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_group_file(group: str, choice: str) -> DictConfig:
+    """Read one group file (e.g. ``method/spt_fixed``) without composing a whole config."""
+    text = (conf_dir() / group / f"{choice}.yaml").read_text(encoding="utf-8")
+    cfg = OmegaConf.create(text)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def _int(cfg: DictConfig, key: str, minimum: int | None = None, allow_none: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}; e.g. {key}=16")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+
+
+def _positive(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{key} must be a positive number, got {value!r}; e.g. {key}=5e-3")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values that do not depend on data or the model; raise a one-line ConfigError."""
+    _int(cfg, "shots", 0)
+    _int(cfg, "seed")
+    _int(cfg, "data.max_seq_length", 8)
+    _int(cfg, "trainer.batch_size", 1)
+    _int(cfg, "trainer.eval_batch_size", 1)
+    _int(cfg, "trainer.grad_accum", 1, allow_none=True)
+    _int(cfg, "trainer.max_steps", 1, allow_none=True)
+    _int(cfg, "trainer.epochs", 1, allow_none=True)
+    if cfg.trainer.get("max_steps") is None and cfg.trainer.get("epochs") is None:
+        raise ConfigError("set trainer.max_steps or trainer.epochs")
+    _positive(cfg, "trainer.lr")
+    _int(cfg, "trainer.eval_every", 0, allow_none=True)
+    _int(cfg, "trainer.patience", 0, allow_none=True)
+    _int(cfg, "method.num_tokens", 0)
+    if str(cfg.trainer.get("precision", "fp32")) not in ("fp32", "bf16"):
+        raise ConfigError(
+            f"trainer.precision={cfg.trainer.precision} is not known; use fp32 or bf16"
+        )
+    if str(cfg.trainer.get("device", "auto")) not in ("auto", "cpu", "cuda"):
+        raise ConfigError(
+            f"trainer.device={cfg.trainer.device} is not known; use auto, cpu or cuda"
+        )
+    s = cfg.search
+    if str(s.order) not in ("first", "second"):
+        raise ConfigError(f"search.order={s.order} is not known; use search.order=first or second")
+    _int(cfg, "search.budget", 1, allow_none=True)
+    _int(cfg, "search.max_steps", 1, allow_none=True)
+    portion = s.alpha_portion
+    if not isinstance(portion, int | float) or not 0 < portion < 1:
+        raise ConfigError(f"search.alpha_portion must be in (0, 1), got {portion!r}")
+    if cfg.split.name == "few_shot" and cfg.shots == 0:
+        raise ConfigError("split=few_shot needs shots=K (K > 0), e.g. shots=16")
+    layers = cfg.get("layers")
+    if layers is not None:
+        if not OmegaConf.is_list(layers) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in layers
+        ):
+            raise ConfigError(
+                f"layers must be a list of block indices, e.g. layers=[2,4]; got {layers}"
+            )
+
+
+def split_name(cfg: DictConfig) -> str:
+    """``few_shot`` whenever shots > 0 (so `shots=16` alone selects it), else the split group."""
+    return "few_shot" if int(cfg.shots) > 0 else str(cfg.split.name)
+
+
+def to_plain(cfg: Any) -> Any:
+    """A resolved, JSON-friendly copy of a config node."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg

@@ -1,0 +1,152 @@
+"""SPT-DARTS: the architect step of the bi-level search over prompt-layer gates.
+
+First order: alpha <- alpha - lr * grad_alpha L_val(w, alpha).
+Second order (DARTS, Liu et al. 2019, eq. 7-8): with the virtual step w' = w - xi grad_w
+L_train(w, alpha), grad_alpha L_val(w', alpha) - xi * (grad_alpha L_train(w+, alpha) -
+grad_alpha L_train(w-, alpha)) / (2 R), where w+- = w +- R grad_w' L_val(w', alpha) and
+R = 0.01 / ||grad_w' L_val||. Everything runs through ``torch.func.functional_call`` on the
+small trainable weights; the frozen backbone is never copied.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of independent Bernoulli gates: 0 when every gate is 0 or 1."""
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+
+
+class Architect:
+    """Owns the gate optimiser and computes one alpha update per search step."""
+
+    def __init__(self, model: torch.nn.Module, scfg: Any, weight_lr: float) -> None:
+        self.model = model
+        self.order = str(scfg.get("order", "first"))
+        if self.order not in ("first", "second"):
+            from spt_cli.errors import ConfigError
+
+            raise ConfigError(f"search.order={self.order} is not known; use first or second")
+        self.xi = float(scfg.get("xi") or weight_lr)
+        self.budget = scfg.get("budget")
+        self.penalty = float(scfg.get("budget_penalty") or 0.0)
+        self.anneal = bool(scfg.get("anneal", False))
+        self.tau_start = float(scfg.get("tau_start", 1.0))
+        self.tau_end = float(scfg.get("tau_end", 1.0))
+        self.gates = list(model.gate_parameters())
+        betas = tuple(float(b) for b in scfg.get("alpha_betas", (0.5, 0.999)))
+        self.optimizer = torch.optim.Adam(
+            self.gates,
+            lr=float(scfg.get("alpha_lr", 3e-4)),
+            betas=betas,
+            weight_decay=float(scfg.get("alpha_weight_decay", 1e-3)),
+        )
+        self.model.set_tau(self.tau_start)
+
+    # -- the step ----------------------------------------------------------------------------
+    def _penalty(self) -> torch.Tensor | float:
+        if not self.penalty or self.budget is None:
+            return 0.0
+        return self.penalty * (self.model.gate_values().sum() - float(self.budget)) ** 2
+
+    def step(self, w_batch: dict, alpha_batch: dict, step: int, total: int) -> dict[str, float]:
+        """One alpha update on ``alpha_batch`` (D_alpha); ``w_batch`` (D_w) feeds the unrolled
+        virtual step of the second-order variant."""
+        if self.anneal and total > 1:
+            frac = step / (total - 1)
+            self.model.set_tau(self.tau_start + frac * (self.tau_end - self.tau_start))
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.order == "first":
+            loss = self.model(**alpha_batch)["loss"]
+            total_loss = loss + self._penalty()
+            grads = torch.autograd.grad(total_loss, self.gates, allow_unused=True)
+        else:
+            loss, grads = self._second_order(w_batch, alpha_batch)
+        for p, g in zip(self.gates, grads):
+            p.grad = torch.zeros_like(p) if g is None else g
+        self.optimizer.step()
+        return {"search/alpha_loss": float(loss.detach())}
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        gate_ids = {id(p) for p in self.gates}
+        return {
+            n: p
+            for n, p in self.model.named_parameters()
+            if p.requires_grad and id(p) not in gate_ids
+        }
+
+    def _loss(self, params: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
+        return functional_call(self.model, params, args=(), kwargs=batch)["loss"]
+
+    def _second_order(self, w_batch: dict, alpha_batch: dict):
+        weights = self._weights()
+        names = list(weights)
+        # Virtual step w' = w - xi * grad_w L_train(w, alpha) (plain SGD, as in DARTS' unrolled
+        # model; the AdamW moments are not part of the approximation).
+        train_loss = self._loss(weights, w_batch)
+        g_w = torch.autograd.grad(train_loss, [weights[n] for n in names], allow_unused=True)
+        virtual = {
+            n: (weights[n] - self.xi * (g if g is not None else 0)).detach().requires_grad_(True)
+            for n, g in zip(names, g_w)
+        }
+        val_loss = self._loss(virtual, alpha_batch) + self._penalty()
+        grads = torch.autograd.grad(
+            val_loss, self.gates + [virtual[n] for n in names], allow_unused=True
+        )
+        d_alpha, d_w = grads[: len(self.gates)], grads[len(self.gates) :]
+        d_w = [torch.zeros_like(virtual[n]) if g is None else g for n, g in zip(names, d_w)]
+        norm = torch.sqrt(sum((g * g).sum() for g in d_w))
+        r = 0.01 / (float(norm) + 1e-12)
+        with torch.no_grad():
+            w_plus = {n: weights[n] + r * g for n, g in zip(names, d_w)}
+            w_minus = {n: weights[n] - r * g for n, g in zip(names, d_w)}
+        g_plus = torch.autograd.grad(self._loss(w_plus, w_batch), self.gates, allow_unused=True)
+        g_minus = torch.autograd.grad(self._loss(w_minus, w_batch), self.gates, allow_unused=True)
+        out = []
+        for da, gp, gm in zip(d_alpha, g_plus, g_minus):
+            da = da if da is not None else 0.0
+            hess = ((gp if gp is not None else 0.0) - (gm if gm is not None else 0.0)) / (2 * r)
+            out.append(da - self.xi * hess)
+        return val_loss, out
+
+    # -- logging / state -------------------------------------------------------------------
+    def log_values(self) -> dict[str, float]:
+        """Gate probability of every candidate layer and the mean gate entropy."""
+        probs = self.model.gate_probs()
+        out = {
+            f"gates/layer_{layer:02d}": float(p)
+            for layer, p in zip(self.model.candidate_layers, probs)
+        }
+        out["search/gate_entropy"] = float(binary_entropy(probs))
+        out["search/tau"] = float(getattr(self.model, "tau", self.tau_start))
+        return out
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "tau": getattr(self.model, "tau", None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("tau") is not None:
+            self.model.set_tau(state["tau"])
+
+
+def default_budget(num_layers: int) -> int:
+    """About a third of the layers (method.md): round(L / 3), at least 1."""
+    return max(1, int(math.floor(num_layers / 3 + 0.5)))
+
+
+def select_layers(
+    probs: dict[int, float], budget: int | None = None, threshold: float | None = None
+) -> list[int]:
+    """Derive the prompt layers: every layer above ``threshold`` if given, else the ``budget``
+    layers with the largest gate probability (ties broken towards the lower layer)."""
+    if threshold is not None:
+        return sorted(layer for layer, p in probs.items() if p > threshold)
+    ranked = sorted(probs, key=lambda layer: (-probs[layer], layer))
+    return sorted(ranked[: int(budget)])

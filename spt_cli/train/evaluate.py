@@ -1,0 +1,60 @@
+"""Prediction and official-metric evaluation of a model on a split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from spt_cli.metrics import compute_metrics
+from spt_cli.train.batches import eval_batches
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move every tensor of a batch to ``device``."""
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module,
+    features: Sequence[dict],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    device: torch.device,
+    regression: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (class index, or value for regression) and gold labels, in input order."""
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    for batch in eval_batches(features, batch_size, pad_token_id):
+        gold = batch.pop("labels")
+        logits = model(**to_device(batch, device))["logits"].float().cpu()
+        preds.append(logits.reshape(-1) if regression else logits.argmax(dim=-1))
+        labels.append(gold)
+    model.train(was_training)
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(
+    model: torch.nn.Module,
+    features: Sequence[dict],
+    task,
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Official metrics of ``model`` on ``features``."""
+    preds, labels = predict(
+        model,
+        features,
+        batch_size=batch_size,
+        pad_token_id=pad_token_id,
+        device=device,
+        regression=bool(task.is_regression),
+    )
+    return compute_metrics(task, preds, labels)

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 import statistics
 import tempfile
 from collections import defaultdict
@@ -92,7 +93,13 @@ class RunRecord:
 
     @property
     def completed(self) -> bool:
+        """Finished with a test number: the only runs that are averaged."""
         return self.status == "completed" and self.test is not None
+
+    @property
+    def search_only(self) -> bool:
+        """A finished `search retrain=false`: selected layers but, by design, no test number."""
+        return self.status == "completed" and self.test is None and self.stage == "search"
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -148,6 +155,7 @@ class GroupTable:
     failed: list[RunRecord] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     duplicates: list[RunRecord] = field(default_factory=list)
+    search_only: list[RunRecord] = field(default_factory=list)
     records: list[RunRecord] = field(default_factory=list)  # one per seed, after de-duplication
 
     def average(self, method: str) -> tuple[float | None, int]:
@@ -232,21 +240,6 @@ def _identity_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read_hydra_config(run_dir: Path) -> dict[str, Any] | None:
-    """The run's composed config as plain containers, unresolved (interpolations such as
-    ${now:...} cannot be resolved outside Hydra, and the identity keys are literals)."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception:  # a half-written file must not stop the whole table
-        return None
-    return cfg if isinstance(cfg, dict) else None
-
-
 def _fill_identity(rec: RunRecord, ident: dict[str, Any]) -> None:
     for key, value in ident.items():
         if getattr(rec, key) is None and value is not None:
@@ -298,30 +291,106 @@ def _read_results(path: Path, run_cfg: dict[str, Any] | None) -> RunRecord:
     if rec.status != "completed":
         error = data.get("error")
         rec.reason = f"status {rec.status!r}" + (f": {error}" if error else "")
-    elif rec.test is None:
+    elif rec.test is None and not rec.search_only:
         rec.status = "no metric"
         rec.reason = f"completed but test has no finite {rec.main_metric or 'main_metric'!s}"
     return rec
 
 
-def _find(pattern: str | Path) -> tuple[set[Path], set[Path]]:
-    """results.json files and Hydra run directories below the pattern's matches."""
+# hydra.sweep.subdir of conf/config.yaml, NUM_TASK_METHOD_SHOTS-SEED, e.g. 3_rte_prompt_tuning_16-87
+# (task names hold no underscore, method names may).
+_SUBDIR = re.compile(r"^\d+_(?P<task>[^_]+)_(?P<method>.+)_(?P<shots>\d+)-(?P<seed>-?\d+)$")
+_OVERRIDE_KEYS = {"dataset": "task", "method": "method", "model": "model", "shots": "shots",
+                  "seed": "seed", "stage": "stage"}  # fmt: skip
+
+
+def _identity_from_dirname(run_dir: Path) -> dict[str, Any]:
+    match = _SUBDIR.match(run_dir.name)
+    if not match:
+        return {}
+    ident: dict[str, Any] = match.groupdict()
+    ident["shots"], ident["seed"] = int(ident["shots"]), int(ident["seed"])
+    return ident
+
+
+def _identity_from_overrides(overrides: Any) -> dict[str, Any]:
+    """`dataset=rte`, `seed=13`, ... from a job's command-line overrides."""
+    ident: dict[str, Any] = {}
+    for item in overrides if isinstance(overrides, list) else []:
+        key, sep, value = str(item).lstrip("+~").partition("=")
+        field_name = _OVERRIDE_KEYS.get(key)
+        if sep and field_name:
+            ident[field_name] = _as_int(value) if field_name in ("shots", "seed") else value
+    return ident
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    """A config as plain containers, unresolved (interpolations such as ${now:...} cannot be
+    resolved outside Hydra; the identity keys are literals)."""
+    if not path.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # a half-written file must not stop the whole table
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _read_hydra_config(run_dir: Path) -> dict[str, Any] | None:
+    return _read_yaml(run_dir / ".hydra" / "config.yaml")
+
+
+def _sweep_config(run_dir: Path) -> dict[str, Any] | None:
+    """The sweep's multirun.yaml (its non-swept values) in the nearest parent that has one."""
+    for parent in run_dir.parents:
+        if (parent / "multirun.yaml").is_file():
+            return _read_yaml(parent / "multirun.yaml")
+    return None
+
+
+def _read_failed(path: Path, run_cfg: dict[str, Any] | None) -> RunRecord:
+    """failed.json, written by a sweep job that failed (the CLI removes the rest of its
+    directory, .hydra included, so the identity comes from overrides and the directory name)."""
+    rec = RunRecord(path=path.parent, status="failed")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    error = str(data.get("error") or "").strip().splitlines()
+    rec.reason = "failed" + (f": {error[0]}" if error else "")
+    _fill_identity(rec, _identity_from_overrides(data.get("overrides")))
+    _fill_identity(rec, _identity_from_dirname(rec.path))
+    for cfg in (run_cfg, _sweep_config(rec.path)):
+        if cfg:
+            _fill_identity(rec, _identity_from_config(cfg))
+    return rec
+
+
+def _find(pattern: str | Path) -> tuple[set[Path], set[Path], set[Path]]:
+    """results.json files, failed.json files and Hydra run directories below the matches."""
     pattern = str(pattern)
     roots = sorted(glob.glob(pattern, recursive=True)) if _is_glob(pattern) else [pattern]
     results: set[Path] = set()
+    failed: set[Path] = set()
     run_dirs: set[Path] = set()
     for root in map(Path, roots):
         if root.is_file():
             if root.name == "results.json":
                 results.add(root.resolve())
+            elif root.name == "failed.json":
+                failed.add(root.resolve())
             continue
         if not root.is_dir():
             continue
         if (root / ".hydra" / "config.yaml").is_file():
             run_dirs.add(root.resolve())
         results.update(p.resolve() for p in root.rglob("results.json"))
+        failed.update(p.resolve() for p in root.rglob("failed.json"))
         run_dirs.update(p.parent.parent.resolve() for p in root.rglob(".hydra/config.yaml"))
-    return results, run_dirs
+    return results, failed, run_dirs
 
 
 def collect_runs(
@@ -329,46 +398,55 @@ def collect_runs(
 ) -> list[RunRecord]:
     """Read every run below a multirun directory, a run directory, a results.json or a glob.
 
-    Run directories with `.hydra/config.yaml` but no results.json anywhere below them are
-    returned as `incomplete` (identity from the config). Directories of the `table` and `data`
-    stages, and anything under `exclude` (the table's own output directory), are skipped.
-    Sorted by path, so the order is the same on every call.
+    A directory with failed.json (a failed sweep job) is a `failed` run; one with
+    `.hydra/config.yaml` but neither file anywhere below it is `incomplete` (killed or still
+    running). Directories of the `table` and `data` stages, and anything under `exclude` (the
+    table's own output directory), are skipped. Sorted by path: the same order on every call.
     """
     patterns = [pattern] if isinstance(pattern, str | Path) else list(pattern)
     results: set[Path] = set()
+    failed: set[Path] = set()
     run_dirs: set[Path] = set()
     for pat in patterns:
-        found_results, found_dirs = _find(pat)
-        results |= found_results
-        run_dirs |= found_dirs
+        found = _find(pat)
+        results |= found[0]
+        failed |= found[1]
+        run_dirs |= found[2]
     excluded = exclude.resolve() if exclude is not None else None
-
-    def skip(path: Path) -> bool:
-        return excluded is not None and (path == excluded or excluded in path.parents)
-
     configs: dict[Path, dict[str, Any] | None] = {d: _read_hydra_config(d) for d in run_dirs}
 
-    def stage_of(run_dir: Path) -> str | None:
-        cfg = configs.get(run_dir)
-        return _identity_from_config(cfg)["stage"] if cfg else None
+    def owner(path: Path) -> Path | None:
+        """The nearest enclosing Hydra run directory (supplies a fallback identity)."""
+        return next((p for p in path.parents if p in configs), None)
+
+    def skip(path: Path, run_dir: Path | None) -> bool:
+        if excluded is not None and (path == excluded or excluded in path.parents):
+            return True
+        cfg = configs.get(run_dir) if run_dir else None
+        return bool(cfg) and _identity_from_config(cfg)["stage"] in NON_RESULT_STAGES
 
     records: list[RunRecord] = []
     for path in sorted(results):
-        if skip(path):
-            continue
-        # The nearest enclosing run directory supplies a fallback identity.
-        owner = next((p for p in path.parents if p in configs), None)
-        if owner is not None and stage_of(owner) in NON_RESULT_STAGES:
-            continue
-        records.append(_read_results(path, configs.get(owner) if owner else None))
+        run_dir = owner(path)
+        if not skip(path, run_dir):
+            records.append(_read_results(path, configs.get(run_dir) if run_dir else None))
 
-    with_results = {p.parent for p in results}
+    result_dirs = {p.parent for p in results}
+    for path in sorted(failed):
+        run_dir = owner(path)
+        if path.parent in result_dirs or skip(path, run_dir):
+            continue
+        rec = _read_failed(path, configs.get(run_dir) if run_dir else None)
+        if rec.stage not in NON_RESULT_STAGES:
+            records.append(rec)
+
+    done_dirs = result_dirs | {p.parent for p in failed}
     for run_dir in sorted(run_dirs):
-        if skip(run_dir) or stage_of(run_dir) in NON_RESULT_STAGES:
+        if skip(run_dir, run_dir):
             continue
-        if any(r == run_dir or run_dir in r.parents for r in with_results):
+        if any(d == run_dir or run_dir in d.parents for d in done_dirs):
             continue
-        rec = RunRecord(path=run_dir, status="incomplete", reason="no results.json")
+        rec = RunRecord(path=run_dir, status="incomplete", reason="no results.json (killed?)")
         cfg = configs[run_dir]
         if cfg is None:
             rec.reason = "no results.json and .hydra/config.yaml unreadable"
@@ -419,7 +497,13 @@ def _dedupe(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunReco
     ignored: list[RunRecord] = []
     for recs in by_key.values():
         recs.sort(key=lambda r: str(r.path), reverse=True)  # stable sorts: latest path wins ties
-        recs.sort(key=lambda r: (not r.completed, STAGE_RANK.get(r.stage or "", len(STAGE_RANK))))
+        recs.sort(
+            key=lambda r: (
+                not r.completed,
+                not r.search_only,
+                STAGE_RANK.get(r.stage or "", len(STAGE_RANK)),
+            )
+        )
         kept.append(recs[0])
         ignored.extend(recs[1:])
     return kept, ignored
@@ -427,6 +511,9 @@ def _dedupe(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunReco
 
 def _build_group(model: str | None, shots: int | None, records: list[RunRecord]) -> GroupTable:
     kept, duplicates = _dedupe(records)
+    # Search-only runs carry layers (for layers.png) but no test number: not part of the grid.
+    search_only = [r for r in kept if r.search_only]
+    records, kept = kept, [r for r in kept if not r.search_only]
     methods = sorted({r.method for r in kept if r.method}, key=_method_sort_key)
     tasks = sorted({r.task for r in kept if r.task}, key=_task_sort_key)
 
@@ -493,7 +580,8 @@ def _build_group(model: str | None, shots: int | None, records: list[RunRecord])
         failed=sorted(failed, key=_table_order),
         missing=missing,
         duplicates=sorted(duplicates, key=_table_order),
-        records=sorted(kept, key=lambda r: str(r.path)),
+        search_only=sorted(search_only, key=_table_order),
+        records=sorted(records, key=lambda r: str(r.path)),
     )
 
 
@@ -596,6 +684,14 @@ def _notes(table: GroupTable) -> list[str]:
     if table.missing:
         lines.append(f"Missing runs ({len(table.missing)}):")
         lines += [f"- {m}" for m in table.missing]
+    if table.search_only:
+        lines.append(
+            f"Search-only runs ({len(table.search_only)}; retrain=false, no test number, "
+            "layers in layers.png):"
+        )
+        lines += [
+            f"- {r.ident()} layers {r.selected_layers} ({r.where})" for r in table.search_only
+        ]
     if table.duplicates:
         lines.append(
             f"Duplicate runs ignored ({len(table.duplicates)}), another run of the same seed kept:"
@@ -613,11 +709,14 @@ def to_markdown(result: Table) -> str:
         if i:
             out.write("\n")
         out.write(f"### {table.title}\n\n")
-        rows = _rows(table)
-        out.write("| " + " | ".join(rows[0]) + " |\n")
-        out.write("|:--|" + "--:|" * (len(rows[0]) - 1) + "\n")
-        for row in rows[1:]:
-            out.write("| " + " | ".join(row) + " |\n")
+        if table.methods:
+            rows = _rows(table)
+            out.write("| " + " | ".join(rows[0]) + " |\n")
+            out.write("|:--|" + "--:|" * (len(rows[0]) - 1) + "\n")
+            for row in rows[1:]:
+                out.write("| " + " | ".join(row) + " |\n")
+        else:
+            out.write("No run with a test result in this setting.\n")
         notes = _notes(table)
         if notes:
             out.write("\n" + "\n".join(notes) + "\n")
@@ -713,6 +812,8 @@ def to_latex(result: Table) -> str:
     out = io.StringIO()
     out.write("% Generated by `spt-run table`. Needs \\usepackage{booktabs}.\n")
     for table in result.groups:
+        if not table.methods:
+            continue
         out.write("\n\\begin{table}[t]\n\\centering\n\\small\n")
         out.write("\\begin{tabular}{l r " + "c" * (len(table.tasks) + 1) + "}\n\\toprule\n")
         header = ["Method", "Params", *map(task_label, table.tasks), "Avg"]
@@ -745,13 +846,14 @@ def to_latex(result: Table) -> str:
 
 
 def _layer_rows(result: Table) -> list[tuple[str, list[RunRecord]]]:
-    """(row label, completed records with selected layers) per (group, method, task)."""
+    """(row label, finished records with selected layers) per (group, method, task)."""
     rows: list[tuple[tuple[Any, ...], str, list[RunRecord]]] = []
     multi_group = len(result.groups) > 1
     for gi, table in enumerate(result.groups):
         groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         for rec in table.records:
-            if rec.completed and rec.selected_layers is not None and rec.method and rec.task:
+            finished = rec.completed or rec.search_only
+            if finished and rec.selected_layers is not None and rec.method and rec.task:
                 groups[(rec.method, rec.task)].append(rec)
         methods = {m for m, _ in groups}
         for (method, task), recs in groups.items():

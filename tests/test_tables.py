@@ -166,7 +166,7 @@ def test_failed_and_missing_runs_are_listed(multirun: Path) -> None:
     failed = {r.ident(): r.reason for r in group.failed}
     assert set(failed) == {"spt / rte / seed 42", "lpt / rte / seed 21", "lpt / sst2 / seed 21"}
     assert failed["spt / rte / seed 42"] == "status 'failed'"
-    assert failed["lpt / sst2 / seed 21"] == "no results.json"
+    assert failed["lpt / sst2 / seed 21"] == "no results.json (killed?)"
     assert failed["lpt / rte / seed 21"].startswith("results.json unreadable")
     assert group.missing == [
         "lpt / sst2: no run for seed 13, 42",
@@ -346,3 +346,50 @@ def test_run_table_nothing_matched_names_pattern(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope"):
         run_table(OmegaConf.create({"runs": pattern}), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_failed_sweep_job_without_hydra_dir(tmp_path: Path) -> None:
+    # The CLI removes a failed job's directory (.hydra included) and writes failed.json: the
+    # identity then comes from the overrides, the sweep subdir name and multirun.yaml.
+    sweep = tmp_path / "sweep"
+    write_run(sweep, "0_rte_prompt_tuning_16-13", task="rte", method="prompt_tuning", seed=13,
+              value=0.6)  # fmt: skip
+    sweep_cfg = {"model": {"name": "minilm"}, "stage": {"name": "train"}, "seed": 13, "shots": 16}
+    (sweep / "multirun.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(sweep_cfg)))
+    job = sweep / "1_rte_prompt_tuning_16-21"
+    job.mkdir()
+    failure = {
+        "status": "failed",
+        "error": "loss is NaN at step 12\nmore",
+        "overrides": ["seed=21", "experiment=cpu_fewshot"],
+    }
+    (job / "failed.json").write_text(json.dumps(failure))
+    records = collect_runs(sweep)
+    assert [(r.ident(), r.model, r.shots, r.status) for r in records] == [
+        ("prompt_tuning / rte / seed 13", "minilm", 16, "completed"),
+        ("prompt_tuning / rte / seed 21", "minilm", 16, "failed"),
+    ]
+    group = build_table(records).groups[0]
+    assert [r.reason for r in group.failed] == ["failed: loss is NaN at step 12"]
+    assert "60.0 (1/2)" in to_markdown(build_table(records))
+
+
+def test_failed_json_beside_results_json_is_ignored(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "a", task="rte", method="spt", seed=13, value=0.7)
+    (run / "failed.json").write_text(json.dumps({"status": "failed", "error": "x"}))
+    assert [r.status for r in collect_runs(tmp_path)] == ["completed"]
+
+
+def test_search_only_runs_feed_layers_not_cells(tmp_path: Path) -> None:
+    write_run(tmp_path, "a", task="rte", method="spt", seed=13, stage="search", value=None,
+              selected_layers=[2, 4], gate_probs={"2": 0.9, "4": 0.8})  # fmt: skip
+    table = build_table(collect_runs(tmp_path))
+    group = table.groups[0]
+    assert group.cells == {} and group.failed == [] and group.missing == []
+    assert [r.ident() for r in group.search_only] == ["spt / rte / seed 13"]
+    md = to_markdown(table)
+    assert "No run with a test result in this setting." in md
+    assert "Search-only runs (1;" in md and "layers [2, 4]" in md
+    summary = run_table(OmegaConf.create({"runs": str(tmp_path)}), tmp_path / "out")
+    assert summary["n_failed"] == 0
+    assert (tmp_path / "out" / "layers.png").read_bytes()[:8] == PNG_MAGIC

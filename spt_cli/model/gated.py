@@ -1,0 +1,306 @@
+"""GatedPromptModel: SPT's gated prompt layers and every prompt-tuning baseline over one loop.
+
+Notation (method.md section 1): H_P(l-1) are the p prompt states and H_X(l-1) the text states
+entering block l. At a prompt layer l, P_in(l) = a_l * G_l(H_X(l-1)) + (1 - a_l) * H_P(l-1), and
+block l runs on [P_in(l); H_X(l-1)] with the mask extended by p ones. Hard gates (fixed
+layers) use a_l = 1 at their layers and carry the prompt states up elsewhere. Prompt positions
+exist only from the first prompt layer on; the blocks below it run under ``torch.no_grad``.
+Block 0's prompt (the input prompt) is prepended to the word embeddings, as PEFT's prompt
+tuning does, so position/type embeddings, LayerNorm and dropout apply to it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import DynamicCache
+
+from spt_cli.errors import ConfigError
+from spt_cli.model.backbones import BackboneAdapter, BlockContext
+from spt_cli.model.heads import ClassifierHead, TaskInfo, classification_loss, summary_index
+from spt_cli.model.methods import MethodSpec
+from spt_cli.model.prompts import (
+    LayerGates,
+    NaiveGenerator,
+    PooledGenerator,
+    PrefixEncoder,
+    StaticGenerator,
+    StaticPrompt,
+)
+
+
+class GatedPromptModel(nn.Module):
+    """A frozen backbone with gated prompt layers and a task head.
+
+    Build it with :func:`spt_cli.model.build_model`. ``forward`` returns
+    ``{"logits": [B, C] (or [B] for regression), "loss": ... when labels are given}``.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneAdapter,
+        spec: MethodSpec,
+        task: TaskInfo,
+        head_name: str,
+        head_cfg: dict[str, Any],
+        model_cfg: dict[str, Any],
+        label_word_ids: list[int] | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        self.task = task
+        self.head_name = head_name
+        self.head_cfg = dict(head_cfg)
+        self.model_cfg = dict(model_cfg)
+        self.tokenizer = tokenizer
+        self.num_layers = backbone.num_layers
+        self.is_decoder = backbone.is_decoder
+        p, d = spec.num_tokens, backbone.hidden_size
+
+        for param in backbone.parameters():
+            param.requires_grad_(spec.train_backbone)
+
+        # Input prompt (block 0): lives in word-embedding space; Lester et al.'s init from
+        # the embeddings of randomly drawn vocabulary tokens keeps it on that scale.
+        self.input_prompt: StaticPrompt | None = None
+        if spec.num_tokens and spec.input_prompt == "static":
+            words = backbone.word_embeddings().weight
+            idx = torch.randint(0, words.shape[0], (p,))
+            self.input_prompt = StaticPrompt(p, backbone.embed_dim, init=words[idx].detach())
+
+        self.prefix: PrefixEncoder | None = None
+        self.generators = nn.ModuleDict()
+        if spec.generator == "prefix" and spec.layers:
+            if not backbone.supports_prefix:
+                raise ConfigError(
+                    f"method={spec.name} (key/value prefixes) is not supported for the "
+                    f"{backbone.family} family, whose attention takes no key/value cache; "
+                    "use method=deep_prompt"
+                )
+            kv_heads, head_dim = backbone.kv_shape()
+            self.prefix = PrefixEncoder(
+                p, spec.layers, kv_heads, head_dim, d,
+                spec.prefix_projection, spec.prefix_hidden, spec.dropout,
+            )  # fmt: skip
+        elif spec.layers:
+            for layer in spec.layers:
+                self.generators[str(layer)] = self._make_generator(spec, d)
+
+        self.gates: LayerGates | None = None
+        if spec.soft_gates and spec.layers:
+            self.gates = LayerGates(len(spec.layers), spec.tau, spec.gate == "stochastic")
+
+        if head_name == "classifier":
+            outputs = 1 if task.is_regression else task.num_labels
+            self.head: nn.Module | None = ClassifierHead(
+                d,
+                outputs,
+                str(head_cfg.get("pooling", "auto")),
+                self.is_decoder,
+                float(head_cfg.get("dropout", 0.1)),
+            )
+        else:
+            self.head = None
+            if not label_word_ids or len(label_word_ids) != task.num_labels:
+                raise ConfigError(
+                    f"head={head_name} needs one label word per label of {task.name}; "
+                    f"got {label_word_ids}"
+                )
+        self.register_buffer("label_word_ids", torch.tensor(label_word_ids or [], dtype=torch.long))
+        self.full_vocab = bool(head_cfg.get("full_vocab", False))
+
+        # Blocks from this index on need autograd; below it nothing is trainable.
+        if spec.train_backbone:
+            self._grad_from: int | None = 0
+        elif self.input_prompt is not None:
+            self._grad_from = 0
+        elif spec.layers and spec.num_tokens:
+            self._grad_from = min(spec.layers)
+        else:
+            self._grad_from = None
+
+    @staticmethod
+    def _make_generator(spec: MethodSpec, d: int) -> nn.Module:
+        p = spec.num_tokens
+        if spec.generator == "pooled":
+            return PooledGenerator(d, spec.bottleneck, p, spec.pool, spec.dropout)
+        if spec.generator == "naive":
+            return NaiveGenerator(d, spec.bottleneck, p, spec.dropout)
+        return StaticGenerator(p, d)
+
+    # -- gates and parameter groups --------------------------------------------------------
+    @property
+    def candidate_layers(self) -> list[int]:
+        """Blocks with a generator (soft-gated in search mode), or with a prefix."""
+        return list(self.spec.layers) if self.spec.num_tokens else []
+
+    @property
+    def tau(self) -> float:
+        return self.gates.tau if self.gates is not None else self.spec.tau
+
+    def set_tau(self, tau: float) -> None:
+        """Set the gate temperature (annealing)."""
+        self.spec.tau = float(tau)
+        if self.gates is not None:
+            self.gates.tau = float(tau)
+
+    def gate_values(self) -> torch.Tensor:
+        """Differentiable a_l per candidate layer (ones for hard gates)."""
+        if self.gates is not None:
+            return self.gates.probs()
+        return torch.ones(len(self.candidate_layers))
+
+    def gate_probs(self) -> torch.Tensor:
+        """Detached a_l per candidate layer, in ``candidate_layers`` order."""
+        return self.gate_values().detach().clone()
+
+    def named_gate_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if n.startswith("gates.")]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Trainable non-gate parameters: prompts, generators, prefixes, head (+ backbone)."""
+        return [
+            (n, p)
+            for n, p in self.named_parameters()
+            if p.requires_grad and not n.startswith("gates.")
+        ]
+
+    def gate_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_gate_parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_weight_parameters()]
+
+    def parameter_table(self) -> dict[str, Any]:
+        from spt_cli.model.params import parameter_table
+
+        return parameter_table(self)
+
+    def save_artifact(self, path: Any, meta: dict[str, Any] | None = None) -> None:
+        from spt_cli.model.artifact import save_artifact
+
+        save_artifact(self, path, meta or {})
+
+    # -- forward ---------------------------------------------------------------------------
+    def _grad(self, layer: int):
+        on = self._grad_from is not None and layer >= self._grad_from
+        return contextlib.nullcontext() if on else torch.no_grad()
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final text states [B, n, d] (after the final norm), prompt positions removed."""
+        bb, spec = self.backbone, self.spec
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = attention_mask.to(torch.long)
+        tt = token_type_ids if bb.uses_token_types else None
+        batch, p = input_ids.shape[0], spec.num_tokens
+        self._check_length(input_ids.shape[1])
+        summary = summary_index(mask, self.is_decoder)
+        state = bb.begin()
+        contexts: dict[str, BlockContext] = {}
+
+        offset, kv = 0, None
+        if self.prefix is not None:
+            offset, kv = p, self.prefix(batch)
+            cache = DynamicCache(
+                ddp_cache_data=[kv.get(i, (None, None)) for i in range(max(kv) + 1)]
+            )
+
+        def context(kind: str, hidden: torch.Tensor) -> BlockContext:
+            if kind not in contexts:
+                m = mask
+                if kind != "text":
+                    m = torch.cat([mask.new_ones(batch, p), mask], 1)
+                prefix_len = p if kind == "prefix" else 0
+                contexts[kind] = bb.context(hidden, m, state, offset, prefix_len)
+            return contexts[kind]
+
+        embed_grad = self.input_prompt is not None or spec.train_backbone
+        with contextlib.nullcontext() if embed_grad else torch.no_grad():
+            prompt = self.input_prompt(batch) if self.input_prompt is not None else None
+            h = bb.embed(input_ids, tt, mask, prompt=prompt, position_offset=offset)
+        has_prompt = prompt is not None
+        gates = self.gates() if self.gates is not None else None
+
+        for layer in range(self.num_layers):
+            with self._grad(layer):
+                key = str(layer)
+                if key in self.generators:
+                    hx = h[:, p:] if has_prompt else h
+                    new = self.generators[key](hx, mask, summary)
+                    if gates is not None:
+                        a = gates[spec.layers.index(layer)].to(new.dtype)
+                        old = h[:, :p] if has_prompt else torch.zeros_like(new)
+                        new = a * new + (1 - a) * old
+                    h = torch.cat([new, hx], 1)
+                    has_prompt = True
+                if kv is not None and layer in kv:
+                    h = bb.run_block(layer, h, context("prefix", h), cache)
+                else:
+                    h = bb.run_block(layer, h, context("ext" if has_prompt else "text", h))
+        with self._grad(self.num_layers - 1):
+            h = bb.final(h)
+        return h[:, p:] if has_prompt else h
+
+    def _check_length(self, n: int) -> None:
+        limit = self.backbone.max_positions()
+        if limit is None or not self.spec.num_tokens:
+            return
+        # Prompt positions take position ids when they enter at the input, as prefixes
+        # (positions shifted by p) or on rotary models (positions over the whole sequence).
+        takes = self.input_prompt is not None or self.prefix is not None
+        takes = takes or (self.backbone.family == "llama" and bool(self.spec.layers))
+        if takes and n + self.spec.num_tokens > limit:
+            raise ConfigError(
+                f"num_tokens={self.spec.num_tokens} + sequence length {n} exceeds the "
+                f"{limit} positions of {self.model_cfg.get('name')}; lower data.max_seq_length "
+                "or method.num_tokens"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        mask_pos: torch.Tensor | None = None,
+        label_pos: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Logits [B, C] ([B] for regression) and, with ``labels``, the loss."""
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        out: dict[str, torch.Tensor] = {}
+        if self.head is not None:
+            logits = self.head(hidden, attention_mask)
+            if self.task.is_regression:
+                logits = logits.squeeze(-1)
+            out["logits"] = logits
+            if labels is not None:
+                out["loss"] = classification_loss(logits, labels, self.task.is_regression)
+            return out
+        pos = mask_pos if self.head_name == "mlm" else label_pos
+        if pos is None:
+            key = "mask_pos" if self.head_name == "mlm" else "label_pos"
+            raise ConfigError(
+                f"head={self.head_name} needs {key} in the batch; encode the data with "
+                f"head={self.head_name}"
+            )
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        vocab = self.backbone.lm_logits(hidden[rows, pos.long().view(-1)])  # [B, V]
+        out["logits"] = vocab[:, self.label_word_ids]
+        if labels is not None:
+            if self.full_vocab:
+                out["loss"] = F.cross_entropy(vocab, self.label_word_ids[labels.long()])
+            else:
+                out["loss"] = F.cross_entropy(out["logits"], labels.long())
+        return out

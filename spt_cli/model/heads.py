@@ -1,0 +1,164 @@
+"""Task heads: a trainable classifier, or label-word scores from the pretrained MLM/LM head.
+
+``mlm`` (encoders) scores the verbalizer's label words at the template's mask position,
+``lm`` (decoders) the next-token logits at ``label_pos`` (the position whose next token is
+the label word). ``auto`` picks mlm/lm when the backbone has a pretrained LM head and the task
+a verbalizer, else the classifier. Regression tasks use a one-output classifier with MSE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spt_cli.errors import ConfigError
+
+HEADS = ("auto", "classifier", "mlm", "lm")
+POOLINGS = ("auto", "first", "last", "mean")
+
+
+@dataclass
+class TaskInfo:
+    """What the model needs to know about a task (a subset of the data layer's TaskSpec)."""
+
+    name: str
+    num_labels: int
+    label_words: list[str] | None = None
+    is_regression: bool = False
+    label_names: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _first_attr(obj: Any, names: Sequence[str]) -> Any:
+    for name in names:
+        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def task_info(task: Any) -> TaskInfo:
+    """A TaskInfo from a TaskSpec-like object, a dict or a TaskInfo."""
+    if isinstance(task, TaskInfo):
+        return task
+    name = _first_attr(task, ("name", "task"))
+    regression = bool(_first_attr(task, ("is_regression", "regression")) or False)
+    labels = _first_attr(task, ("label_names", "labels", "label_list"))
+    words = _first_attr(task, ("label_words", "verbalizer", "verbalizers"))
+    if isinstance(words, Mapping):  # {label: word}
+        words = [words[k] for k in (labels or list(words))]
+    num = _first_attr(task, ("num_labels",))
+    if num is None:
+        num = 1 if regression else len(labels or words or [])
+    if not num:
+        raise ConfigError(f"task {name!r} names no labels; the model cannot size its head")
+    return TaskInfo(
+        name=str(name),
+        num_labels=int(num),
+        label_words=list(words) if words else None,
+        is_regression=regression,
+        label_names=list(labels) if labels else None,
+    )
+
+
+def resolve_head(
+    head_cfg: Mapping[str, Any], is_decoder: bool, has_lm_head: bool, task: TaskInfo, model: str
+) -> str:
+    """The concrete head name for a ``head/`` config."""
+    name = head_cfg.get("name", "auto")
+    if name not in HEADS:
+        raise ConfigError(f"head.name={name!r} is not a head; choose one of {', '.join(HEADS)}")
+    cloze = "lm" if is_decoder else "mlm"
+    if name == "auto":
+        usable = has_lm_head and bool(task.label_words) and not task.is_regression
+        return cloze if usable else "classifier"
+    if name in ("mlm", "lm"):
+        if name != cloze:
+            kind = "a decoder" if is_decoder else "an encoder"
+            raise ConfigError(f"head={name} does not fit {model} ({kind}); use head={cloze}")
+        if not has_lm_head:
+            raise ConfigError(
+                f"{model} has no pretrained LM head (has_lm_head: false); use head=classifier"
+            )
+        if task.is_regression or not task.label_words:
+            raise ConfigError(
+                f"head={name} needs label words, and task {task.name} has none "
+                "(or is a regression); use head=classifier"
+            )
+    return name
+
+
+def summary_index(mask: torch.Tensor, is_decoder: bool) -> torch.Tensor:
+    """Index of each row's summary token: first real token (encoders), last real (decoders)."""
+    mask = mask.to(torch.long)
+    n = mask.shape[1]
+    if is_decoder:
+        return n - 1 - mask.flip(1).argmax(1)
+    return mask.argmax(1)
+
+
+class ClassifierHead(nn.Module):
+    """Dropout + linear on a pooled text state: the summary token or the masked mean."""
+
+    def __init__(
+        self, dim: int, num_outputs: int, pooling: str, is_decoder: bool, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(
+                f"head.pooling={pooling!r} is not valid; choose one of {', '.join(POOLINGS)}"
+            )
+        self.pooling = ("last" if is_decoder else "first") if pooling == "auto" else pooling
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(dim, num_outputs)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "mean":
+            w = mask.to(hidden.dtype).unsqueeze(-1)
+            pooled = (hidden * w).sum(1) / w.sum(1).clamp(min=1.0)
+        else:
+            idx = summary_index(mask, self.pooling == "last")
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+        return self.linear(self.dropout(pooled))
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool):
+    if regression:
+        return F.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
+    return F.cross_entropy(logits, labels.long())
+
+
+def label_word_ids(tokenizer: Any, task: Any) -> list[int]:
+    """Token id of each label word, from the data layer when it offers the helper."""
+    if not isinstance(task, (TaskInfo, Mapping)):  # a TaskSpec or a task name
+        try:
+            from spt_cli.data.encode import label_word_ids as data_label_word_ids
+        except ImportError:  # the data layer is optional for the model layer's own tests
+            data_label_word_ids = None
+        if data_label_word_ids is not None:
+            return [int(i) for i in data_label_word_ids(tokenizer, task)]
+    return _label_word_ids(tokenizer, task_info(task).label_words or [])
+
+
+def _label_word_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    # Fallback: the first non-space token of " word" (the word follows a space in LM-BFF
+    # templates; BPE vocabularies spell that with a leading-space marker).
+    ids = []
+    for word in words:
+        pieces = tokenizer.encode(" " + word.strip(), add_special_tokens=False)
+        pieces = [i for i in pieces if tokenizer.decode([i]).strip()] or pieces
+        if not pieces:
+            raise ConfigError(f"label word {word!r} is empty after tokenisation; fix the task spec")
+        ids.append(int(pieces[0]))
+    if len(set(ids)) != len(ids):
+        raise ConfigError(
+            f"label words {list(words)} map to the same token ids {ids}; choose distinct words"
+        )
+    return ids

@@ -1,0 +1,166 @@
+"""Prompt sources (static prompts, pooled/naive generators, P-tuning v2 prefixes) and gates.
+
+Every generator maps the text states entering a block, H_X [B, n, d], with the text mask to a
+prompt [B, p, d]. Gates are a_l = sigmoid(alpha_l / tau), optionally sampled (relaxed Bernoulli
+with a straight-through hard value).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def pool_real_tokens(x: torch.Tensor, mask: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Adaptive avg/max pooling of ``x`` [B, n, m] over each row's real tokens to ``size`` bins.
+
+    Bin j covers real-token ranks [floor(j L / size), ceil((j + 1) L / size)) for a row with L
+    real tokens, which is exactly ``F.adaptive_{avg,max}_pool1d`` applied to the unpadded row;
+    padding never enters a bin, so the result is independent of how much padding a batch has.
+    """
+    mask = mask.to(torch.long)
+    lengths = mask.sum(1, keepdim=True)  # [B, 1]
+    rank = mask.cumsum(1) - 1  # rank of each real token among the real tokens
+    j = torch.arange(size, device=x.device).unsqueeze(0)  # [1, size]
+    start = torch.div(j * lengths, size, rounding_mode="floor")
+    end = torch.div((j + 1) * lengths + size - 1, size, rounding_mode="floor")
+    member = (
+        (rank.unsqueeze(1) >= start.unsqueeze(2))
+        & (rank.unsqueeze(1) < end.unsqueeze(2))
+        & mask.bool().unsqueeze(1)
+    )  # [B, size, n]
+    if mode == "avg":
+        weights = member.to(x.dtype)
+        weights = weights / weights.sum(-1, keepdim=True).clamp(min=1.0)
+        return weights @ x
+    if mode == "max":
+        filled = x.unsqueeze(1).masked_fill(~member.unsqueeze(-1), float("-inf"))
+        out = filled.amax(2)
+        return torch.where(member.any(-1, keepdim=True), out, torch.zeros_like(out))
+    raise ValueError(f"unknown pool mode {mode!r}")
+
+
+class StaticPrompt(nn.Module):
+    """A learned p x d prompt, the same for every example."""
+
+    def __init__(self, num_tokens: int, dim: int, init: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if init is None:
+            # Hidden-state prompts: small normal init, like transformers' initializer_range.
+            init = torch.randn(num_tokens, dim) * 0.02
+        self.weight = nn.Parameter(init.clone().detach().float())
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self.weight.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+class StaticGenerator(StaticPrompt):
+    """Generator interface around a static prompt (deep prompt tuning)."""
+
+    def forward(  # type: ignore[override]
+        self, hidden: torch.Tensor, mask: torch.Tensor, summary_index: torch.Tensor
+    ) -> torch.Tensor:
+        return super().forward(hidden.shape[0])
+
+
+class PooledGenerator(nn.Module):
+    """LPT's pooling prompt generator: down d->m, adaptive pool over real tokens to p
+    positions, ReLU, up m->d, dropout."""
+
+    def __init__(self, dim: int, bottleneck: int, num_tokens: int, pool: str, dropout: float):
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.pool = pool
+        self.down = nn.Linear(dim, bottleneck)
+        self.up = nn.Linear(bottleneck, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor, summary_index: torch.Tensor
+    ) -> torch.Tensor:
+        z = pool_real_tokens(self.down(hidden), mask, self.num_tokens, self.pool)
+        return self.dropout(self.up(F.relu(z)))
+
+
+class NaiveGenerator(nn.Module):
+    """LPT's naive generator: the summary token's state (first token of an encoder, last real
+    token of a decoder), d->m, ReLU, m->p*d, dropout."""
+
+    def __init__(self, dim: int, bottleneck: int, num_tokens: int, dropout: float) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.down = nn.Linear(dim, bottleneck)
+        self.up = nn.Linear(bottleneck, num_tokens * dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor, summary_index: torch.Tensor
+    ) -> torch.Tensor:
+        summary = hidden[torch.arange(hidden.shape[0], device=hidden.device), summary_index]
+        out = self.up(F.relu(self.down(summary)))
+        return self.dropout(out.view(hidden.shape[0], self.num_tokens, hidden.shape[-1]))
+
+
+class PrefixEncoder(nn.Module):
+    """P-tuning v2 key/value prefixes (THUDM's PrefixEncoder): a [p, n_layers * 2 * kv_dim]
+    table, or with ``projection`` an embedding [p, d] -> Linear -> tanh -> Linear; dropout on
+    the key/values as THUDM applies it."""
+
+    def __init__(
+        self,
+        num_tokens: int,
+        layers: list[int],
+        kv_heads: int,
+        head_dim: int,
+        dim: int,
+        projection: bool,
+        hidden: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.num_tokens, self.layers = num_tokens, list(layers)
+        self.kv_heads, self.head_dim = kv_heads, head_dim
+        out = len(self.layers) * 2 * kv_heads * head_dim
+        self.projection = projection
+        if projection:
+            self.embedding = nn.Parameter(torch.randn(num_tokens, dim))
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, out))
+        else:
+            self.embedding = nn.Parameter(torch.randn(num_tokens, out))  # nn.Embedding's init
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, batch_size: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        table = self.mlp(self.embedding) if self.projection else self.embedding
+        table = self.dropout(table.unsqueeze(0).expand(batch_size, -1, -1))
+        # [B, p, n_layers * 2, heads, head_dim] -> per layer ([B, heads, p, head_dim]) * 2
+        kv = table.reshape(
+            batch_size, self.num_tokens, len(self.layers) * 2, self.kv_heads, self.head_dim
+        ).permute(2, 0, 3, 1, 4)
+        return {layer: (kv[2 * i], kv[2 * i + 1]) for i, layer in enumerate(self.layers)}
+
+
+class LayerGates(nn.Module):
+    """Learnable gates a_l = sigmoid(alpha_l / tau), alpha initialised to 0 (a_l = 0.5).
+
+    ``stochastic``: in training, a relaxed-Bernoulli sample per layer and forward whose forward
+    value is hard (0/1) and whose gradient is the relaxed sample's (straight-through); in eval
+    the expected value sigmoid(alpha / tau).
+    """
+
+    def __init__(self, num_gates: int, tau: float = 1.0, stochastic: bool = False) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(num_gates))
+        self.tau = float(tau)
+        self.stochastic = stochastic
+
+    def probs(self) -> torch.Tensor:
+        return torch.sigmoid(self.alpha / self.tau)
+
+    def forward(self) -> torch.Tensor:
+        if not (self.stochastic and self.training):
+            return self.probs()
+        u = torch.rand_like(self.alpha).clamp(1e-6, 1 - 1e-6)
+        soft = torch.sigmoid((self.alpha + torch.log(u) - torch.log1p(-u)) / self.tau)
+        hard = (soft > 0.5).to(soft.dtype)
+        return hard + soft - soft.detach()

@@ -108,26 +108,17 @@ def encode_split(cfg: DictConfig, s: Setup, examples, head: str) -> list[dict]:
 
 def pad_id(tokenizer) -> int:
     """Padding id (decoders without a pad token pad with eos)."""
-    pid = tokenizer.pad_token_id
-    return int(pid if pid is not None else tokenizer.eos_token_id)
+    from spt_cli.data import pad_token_id
+
+    return pad_token_id(tokenizer)
 
 
-def stratified_split(examples: list, portion: float, seed: int) -> tuple[list, list]:
-    """Split examples into (rest, portion) per label, seeded; each side keeps every class."""
-    by_label: dict[Any, list[int]] = {}
-    for i, ex in enumerate(examples):
-        by_label.setdefault(ex.label, []).append(i)
-    rng = np.random.default_rng([seed, 7919])
-    take: set[int] = set()
-    for label in sorted(by_label, key=str):
-        idx = by_label[label]
-        order = rng.permutation(len(idx))
-        n = int(round(len(idx) * portion))
-        n = min(max(n, 1), len(idx) - 1) if len(idx) > 1 else 0
-        take.update(idx[j] for j in order[:n])
-    rest = [ex for i, ex in enumerate(examples) if i not in take]
-    part = [ex for i, ex in enumerate(examples) if i in take]
-    return rest, part
+def alpha_split(task, examples: list, portion: float, seed: int) -> tuple[list, list]:
+    """(D_w, D_alpha): a stratified, seeded share ``portion`` of train becomes D_alpha."""
+    from spt_cli.data.splits import strata_key, stratified_split
+
+    n_alpha = max(1, min(len(examples) - 1, int(round(len(examples) * portion))))
+    return stratified_split(examples, n_alpha, seed, strata_key(task))
 
 
 def logger_for(cfg: DictConfig, run_dir: Path, job_type: str, task: str) -> RunLogger:
@@ -217,7 +208,7 @@ def fit_and_test(
     return {
         "method": str(method_cfg.name),
         "head": head,
-        "layers": list(getattr(model, "prompt_layers", []) or []),
+        "layers": list(model.spec.layers or []),
         "dev": dev,
         "test": test,
         "parameters": table,
@@ -296,9 +287,9 @@ def stage_data(cfg: DictConfig, run_dir: Path) -> None:
     task, data = load_data(cfg)
     tokenizer = None
     try:
-        from spt_cli.model import load_tokenizer
+        from spt_cli.model import load_backbone
 
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer = load_backbone(cfg.model)[1]
     except Exception as exc:  # noqa: BLE001 - token lengths are optional in the summary
         print(f"warning: no tokenizer for token lengths ({exc})", file=sys.stderr)
     summary = summarize(data, tokenizer=tokenizer)
@@ -356,8 +347,8 @@ def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
                 file=sys.stderr,
             )
             print(format_parameter_table(model.parameter_table()))
-            d_w, d_alpha = stratified_split(
-                list(s.data.train), float(cfg.search.alpha_portion), int(cfg.seed)
+            d_w, d_alpha = alpha_split(
+                s.task, list(s.data.train), float(cfg.search.alpha_portion), int(cfg.seed)
             )
             head = model.head_name
             w_feats = encode_split(cfg, s, d_w, head)
@@ -581,7 +572,7 @@ def stage_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float | 
         "dev": dev,
         "test": test,
         "parameters": model.parameter_table(),
-        "layers": list(getattr(model, "prompt_layers", []) or []),
+        "layers": list(model.spec.layers or []),
     }
     results = write_results(cfg, run_dir, s, "eval", fit, t0, artifact=str(art))
     report(results)

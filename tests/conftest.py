@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny gated model with the GatedPromptModel contract (no transformers),
+the shared data mirror, and an isolated working directory for CLI runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data() -> Path | None:
+    """The benchmark mirror: $SPT_DATA_DIR, else ../shared/data beside the checkout."""
+    env = os.environ.get("SPT_DATA_DIR")
+    for p in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if p.is_dir():
+            return p
+    return None
+
+
+class FakeGatedModel(nn.Module):
+    """Bag-of-embeddings classifier with SPT-style gates over 3 candidate 'layers'.
+
+    Small and fast, but with the parts the loop and the architect rely on: separate gate and
+    weight parameters, dropout (so RNG state matters), a differentiable gate mixture.
+    """
+
+    def __init__(self, vocab: int = 64, dim: int = 8, num_labels: int = 2) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.emb.weight.requires_grad_(False)  # the "frozen backbone"
+        self.gens = nn.ModuleList(nn.Linear(dim, dim) for _ in range(3))
+        self.alpha = nn.Parameter(torch.zeros(3))
+        self.head = nn.Linear(dim, num_labels)
+        self.drop = nn.Dropout(0.1)
+        self.candidate_layers = [1, 2, 3]
+        self.num_layers = 4
+        self.tau = 1.0
+        self.head_name = "classifier"
+
+    def gate_parameters(self):
+        return [self.alpha]
+
+    def weight_parameters(self):
+        return [p for n, p in self.named_parameters() if p.requires_grad and n != "alpha"]
+
+    def gate_values(self) -> torch.Tensor:
+        return torch.sigmoid(self.alpha / self.tau)
+
+    def gate_probs(self) -> torch.Tensor:
+        return self.gate_values().detach()
+
+    def set_tau(self, tau: float) -> None:
+        self.tau = float(tau)
+
+    def forward(self, input_ids, attention_mask, labels=None, **_):
+        m = attention_mask.unsqueeze(-1).float()
+        h = (self.emb(input_ids) * m).sum(1) / m.sum(1).clamp(min=1)
+        a = self.gate_values()
+        for i, g in enumerate(self.gens):
+            h = a[i] * torch.tanh(g(self.drop(h))) + (1 - a[i]) * h
+        logits = self.head(h)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = nn.functional.cross_entropy(logits, labels)
+        return out
+
+
+def fake_features(n: int = 40, seed: int = 0) -> list[dict]:
+    """Token-id rows whose label is decided by the presence of token 5 (learnable)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        length = int(torch.randint(3, 9, (1,), generator=g))
+        ids = torch.randint(6, 64, (length,), generator=g).tolist()
+        label = i % 2
+        if label:
+            ids[int(torch.randint(0, length, (1,), generator=g))] = 5
+        rows.append({"input_ids": ids, "attention_mask": [1] * length, "labels": label})
+    return rows
+
+
+@pytest.fixture
+def fake_model() -> FakeGatedModel:
+    torch.manual_seed(0)
+    return FakeGatedModel()
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in an empty working directory (outputs/ lands there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

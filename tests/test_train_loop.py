@@ -1,0 +1,154 @@
+"""The shared training loop: determinism, exact resume, best-dev restore, NaN stop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import FakeGatedModel, fake_features
+from spt_cli.data import get_task
+from spt_cli.errors import RuntimeFailure
+from spt_cli.logging import RunLogger, read_metrics
+from spt_cli.train.batches import BatchStream
+from spt_cli.train.checkpoint import trainable_state
+from spt_cli.train.loop import train
+
+TASK = get_task("rte")
+
+
+def tcfg(**kw):
+    base = dict(
+        batch_size=8,
+        eval_batch_size=16,
+        grad_accum=1,
+        lr=0.05,
+        weight_decay=0.0,
+        warmup_ratio=0.1,
+        max_grad_norm=1.0,
+        max_steps=12,
+        epochs=None,
+        eval_every=4,
+        patience=0,
+        checkpoint_every=4,
+        device="cpu",
+        precision="fp32",
+    )
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+def run(tmp_path, model=None, **kw):
+    if model is None:
+        torch.manual_seed(0)
+        model = FakeGatedModel()
+    logger = RunLogger(tmp_path)
+    opts = dict(
+        task=TASK,
+        train_features=fake_features(40),
+        dev_features=fake_features(16, seed=1),
+        tcfg=tcfg(**kw.pop("tcfg", {})),
+        seed=3,
+        pad_token_id=0,
+        logger=logger,
+        phase="train",
+        checkpoint_path=tmp_path / "checkpoints" / "train.pt",
+        progress=False,
+    )
+    opts.update(kw)
+    result = train(model, **opts)
+    return model, result
+
+
+def test_batch_stream_is_a_function_of_seed_and_index():
+    feats = fake_features(21)
+    a, b = (
+        BatchStream(feats, 4, seed=5, pad_token_id=0),
+        BatchStream(feats, 4, seed=5, pad_token_id=0),
+    )
+    assert a.batches_per_epoch == 6
+    # Random access in any order gives the same batch.
+    for i in [7, 0, 13, 7]:
+        assert torch.equal(a.batch(i)["input_ids"], b.batch(i)["input_ids"])
+    # One epoch covers every example exactly once.
+    seen = sorted(tuple(r.tolist()) for i in range(6) for r in a.batch(i)["labels"].split(1))
+    assert len(seen) == 21
+    c = BatchStream(feats, 4, seed=6, pad_token_id=0)
+    assert not all(torch.equal(a.batch(i)["input_ids"], c.batch(i)["input_ids"]) for i in range(6))
+
+
+def test_same_seed_same_numbers(tmp_path):
+    m1, r1 = run(tmp_path / "a")
+    m2, r2 = run(tmp_path / "b")
+    assert r1.best_dev == r2.best_dev
+    for (n, p), (_, q) in zip(m1.named_parameters(), m2.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_continues_exactly(tmp_path):
+    full_model, full = run(tmp_path / "full")
+    # The same run dies during step 10 (after the checkpoint at step 8), then resumes.
+    part = tmp_path / "part"
+    torch.manual_seed(0)
+    model = FakeGatedModel()
+    orig, calls = model.forward, {"n": 0}
+
+    def dies(*a, **k):
+        calls["n"] += model.training
+        if calls["n"] > 9:  # during step 10
+            raise Killed
+        return orig(*a, **k)
+
+    model.forward = dies
+    with pytest.raises(Killed):
+        run(part, model=model)
+    ck = torch.load(part / "checkpoints" / "train.pt", weights_only=False)
+    assert ck["step"] == 8
+    resumed_model, resumed = run(part, resume=True)
+    assert resumed.resumed_from == 8
+    assert resumed.best_dev == full.best_dev
+    for (n, p), (_, q) in zip(full_model.named_parameters(), resumed_model.named_parameters()):
+        assert torch.equal(p, q), n
+    steps = [r["step"] for r in read_metrics(part / "metrics.jsonl")]
+    assert steps == list(range(1, 13))  # no duplicated lines after resume
+
+
+def test_best_dev_state_is_restored(tmp_path):
+    model, result = run(tmp_path, tcfg={"max_steps": 16, "eval_every": 2})
+    ck = torch.load(tmp_path / "checkpoints" / "train.pt", weights_only=False)
+    best = ck["best"]
+    assert result.best_step == best["step"]
+    state = trainable_state(model)
+    for n, t in best["state"].items():
+        assert torch.equal(state[n], t), n
+    dev_lines = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "dev/accuracy" in r]
+    assert max(r["dev/accuracy"] for r in dev_lines) == result.best_dev["accuracy"]
+
+
+def test_gates_are_not_trained_by_the_weight_step(tmp_path):
+    model, _ = run(tmp_path)
+    assert torch.equal(model.alpha, torch.zeros(3))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_checkpoint(tmp_path):
+    model = FakeGatedModel()
+    orig = model.forward
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        out = orig(*a, **k)
+        calls["n"] += 1
+        if calls["n"] > 6:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    model.forward = poisoned
+    with pytest.raises(
+        RuntimeFailure, match=r"non-finite loss .* step 7; last good checkpoint: step 4"
+    ):
+        run(tmp_path, model=model, dev_features=None)
+    assert (tmp_path / "checkpoints" / "train.pt").exists()

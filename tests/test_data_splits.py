@@ -219,3 +219,25 @@ def test_stratified_split_and_sampler_units():
     assert [e.uid for e in rest] == sorted((e.uid for e in rest), key=int)  # input order kept
     train, dev = sample_few_shot(exs, get_task("rte"), 1, 42)
     assert len(train) == 2 and len(dev) == 2 and not set(train) & set(dev)
+
+
+def test_hub_probe_without_offline_flags(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+    def refuse(address, timeout):
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(sources_mod.socket, "create_connection", refuse)
+    assert (
+        sources_mod.hub_unavailable_reason()
+        == "unreachable (huggingface.co:443: ConnectionRefusedError)"
+    )
+
+    def stall(address, timeout):
+        time.sleep(5)
+
+    monkeypatch.setattr(sources_mod.socket, "create_connection", stall)
+    t0 = time.time()
+    assert "no answer" in sources_mod.hub_unavailable_reason(timeout=0.2)
+    assert time.time() - t0 < 2

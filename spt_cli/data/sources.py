@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,11 +128,20 @@ def hub_unavailable_reason(timeout: float = 3.0) -> str | None:
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     host = urlparse(endpoint).hostname or "huggingface.co"
     port = urlparse(endpoint).port or 443
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return f"unreachable ({host}:{port}: {exc.__class__.__name__})"
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(None)
+        except OSError as exc:
+            result.append(f"unreachable ({host}:{port}: {exc.__class__.__name__})")
+
+    # A thread, because a DNS lookup ignores the socket timeout and can stall for long.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    return result[0] if result else f"unreachable ({host}:{port}: no answer in {timeout:g} s)"
 
 
 def _hub_splits(task: TaskSpec) -> dict[str, str]:

@@ -10,6 +10,7 @@ and mask builders; nothing is forked, so with no prompt the loop reproduces ``mo
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -168,6 +169,24 @@ def _auto_class(family: str, has_lm_head: bool):
     return AutoModelForCausalLM if family in DECODER_FAMILIES else AutoModelForMaskedLM
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence the load report (e.g. the unused pooler of a sentence-embedding checkpoint) and
+    the weight-loading progress bar; real errors still raise."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_backbone(model_cfg: Any) -> tuple[nn.Module, Any]:
     """Load the backbone named by a ``model/`` config: (transformers model, tokenizer).
 
@@ -196,8 +215,9 @@ def load_backbone(model_cfg: Any) -> tuple[nn.Module, Any]:
         if auto is AutoModel and family in ("bert", "roberta", "mpnet"):
             model_kwargs["add_pooling_layer"] = False  # the pooler is never used
         try:
-            tok = AutoTokenizer.from_pretrained(path, **kwargs)
-            model = auto.from_pretrained(path, **model_kwargs)
+            with _quiet_transformers():
+                tok = AutoTokenizer.from_pretrained(path, **kwargs)
+                model = auto.from_pretrained(path, **model_kwargs)
         except OSError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(

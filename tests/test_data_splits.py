@@ -235,7 +235,8 @@ def test_hub_probe_without_offline_flags(monkeypatch):
     )
 
     def stall(address, timeout):
-        time.sleep(5)
+        time.sleep(1.5)
+        raise TimeoutError
 
     monkeypatch.setattr(sources_mod.socket, "create_connection", stall)
     t0 = time.time()

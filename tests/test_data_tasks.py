@@ -70,6 +70,7 @@ def test_summary_and_table(monkeypatch):
     text = format_summary(summary, data.train[0], "P 1 ? <mask> , h 1.")
     assert "test_mismatched" in text and "entailment" in text and "<mask>" in text
     assert "majority baseline on test_matched: accuracy 0.3333" in text
+    assert f"label:  {data.train[0].label} ({data.task.label_names[data.train[0].label]})" in text
 
 
 def test_summary_regression_and_token_lengths(monkeypatch):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from spt_cli.data.splits import TaskData
-from spt_cli.data.tasks import Example, TaskSpec
+from spt_cli.data.tasks import TASKS, Example, TaskSpec
 
 _PERCENTILES = (50, 90, 95, 99)
 
@@ -109,7 +109,11 @@ def format_summary(
         out.append(f"  text_a: {_clip(example_raw.text_a)}")
         if example_raw.text_b is not None:
             out.append(f"  text_b: {_clip(example_raw.text_b)}")
-        out.append(f"  label:  {example_raw.label}   uid: {example_raw.uid}")
+        label = str(example_raw.label)
+        names = TASKS[summary["task"]].label_names if summary["task"] in TASKS else ()
+        if names and isinstance(example_raw.label, int) and 0 <= example_raw.label < len(names):
+            label += f" ({names[example_raw.label]})"
+        out.append(f"  label:  {label}   uid: {example_raw.uid}")
     if example_rendered:
         out += ["example (rendered):", f"  {_clip(example_rendered, 600)}"]
     return "\n".join(out)

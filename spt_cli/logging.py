@@ -205,7 +205,8 @@ def plot_gates(
     ax1.set_title("Gate probabilities during search")
     ax1.legend(fontsize=7, ncol=2)
     colors = ["tab:red" if layer in selected else "tab:gray" for layer in layers]
-    ax2.bar([str(layer) for layer in layers], [final[layer] for layer in layers], color=colors)
+    ax2.bar(range(len(layers)), [final[layer] for layer in layers], color=colors)
+    ax2.set_xticks(range(len(layers)), [str(layer) for layer in layers])
     ax2.set_ylim(0, 1)
     ax2.set_xlabel("layer")
     ax2.set_title("Final (red: selected)")

@@ -272,7 +272,7 @@ def fixed_method(search_method: DictConfig, layers: list[int]) -> DictConfig:
     shared = {
         k: search_method[k]
         for k in search_method
-        if k in base and k not in ("name", "layers", "gate")
+        if k in base and k not in ("name", "layers", "gate", "input_prompt")
     }
     merged = OmegaConf.merge(base, shared, {"layers": list(layers)})
     assert isinstance(merged, DictConfig)
@@ -532,15 +532,17 @@ def stage_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float | 
         raise ConfigError(
             "eval needs artifact=<dir>, e.g. artifact=outputs/search/rte/.../artifact"
         )
+    from spt_cli.model.artifact import CONFIG_FILE
+
     art = Path(str(cfg.artifact))
-    if not (art / "config.json").exists() and (art / "artifact" / "config.json").exists():
+    if not (art / CONFIG_FILE).exists() and (art / "artifact" / CONFIG_FILE).exists():
         art = art / "artifact"  # a run directory was given
-    if not (art / "config.json").exists():
+    if not (art / CONFIG_FILE).exists():
         raise ConfigError(
-            f"artifact={cfg.artifact} holds no saved artefact (config.json); "
+            f"artifact={cfg.artifact} holds no saved artefact ({CONFIG_FILE}); "
             "point it at <run dir>/artifact"
         )
-    meta = json.loads((art / "config.json").read_text())
+    meta = json.loads((art / CONFIG_FILE).read_text())
     saved_model = (meta.get("model") or {}).get("name")
     if (
         any(o.startswith("model=") for o in overrides)

@@ -609,14 +609,16 @@ def build_table(records: Iterable[RunRecord]) -> Table:
 
 
 def format_params(count: float | None) -> str:
-    """Parameter count with a K/M/B suffix and three significant digits: 12.3K, 1.2M."""
+    """Parameter count with a K/M/B suffix and three significant digits: 12.3K, 1.20M."""
     if count is None:
         return MISSING_CELL
+    rounded = float(f"{count:.3g}")  # round first, so 99,960 gives 100K, not 100.0K
     for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(count) >= div:
-            scaled = count / div
-            return f"{scaled:.{max(0, 2 - int(math.log10(abs(scaled))))}f}{suffix}"
-    return f"{count:.0f}"
+        if abs(rounded) >= div:
+            scaled = rounded / div
+            digits = max(0, 2 - math.floor(math.log10(abs(scaled))))
+            return f"{scaled:.{digits}f}{suffix}"
+    return f"{rounded:.0f}"
 
 
 def task_label(task: str) -> str:

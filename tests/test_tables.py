@@ -267,6 +267,10 @@ def test_format_params() -> None:
     assert format_params(1_234_567) == "1.23M"
     assert format_params(355_000_000) == "355M"
     assert format_params(1.5e9) == "1.50B"
+    assert format_params(99_960) == "100K"  # rounds before choosing digits
+    assert format_params(999_960) == "1.00M"  # ... and before choosing the unit
+    assert format_params(9_996) == "10.0K"
+    assert format_params(50_370) == "50.4K"
 
 
 def test_csv_raw_numbers(multirun: Path) -> None:

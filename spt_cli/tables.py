@@ -1,7 +1,8 @@
 """`spt-run table`: aggregate run directories into paper-style tables and a layer figure.
 
 Reads every run's `results.json` (schema in docs/architecture.md) below a multirun directory
-or a glob, and Hydra run directories that never wrote one (failed or interrupted runs). Rows
+or a glob, the `failed.json` of failed sweep jobs, and Hydra run directories that wrote neither
+(killed or still running). Rows
 are methods, columns tasks + Avg; a cell is the mean ± sample std over seeds of the task's main
 test metric x100. Nothing is dropped silently: cells averaged over fewer seeds than their
 column are marked, and failed, missing and duplicate runs are listed under each table.

@@ -35,6 +35,15 @@ DEBERTA_V1 = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread avoids OpenMP spin-waits when other jobs share the two cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model_cfg(name):
     return DEBERTA_V1 if name == "tiny-deberta-v1" else model_config(name)
 

@@ -4,6 +4,8 @@ the shared data mirror, and an isolated working directory for CLI runs."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,24 @@ import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+
+SPT_RUN = str(Path(sys.executable).with_name("spt-run"))
+TINY = ["model=tiny-bert", "dataset=rte", "shots=16", "trainer.eval_every=2"]
+
+
+def spt_run(args, cwd, env_extra=None, check=True) -> subprocess.CompletedProcess:
+    """Run the console script offline with W&B off (unless ``env_extra`` says otherwise)."""
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([SPT_RUN, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"spt-run {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_dirs(root: Path, stage: str) -> list[Path]:
+    """Run directories of ``stage`` under ``root/outputs``, oldest first."""
+    return sorted(p.parent for p in root.glob(f"outputs/{stage}/**/.hydra"))
 
 
 def shared_data() -> Path | None:

@@ -7,27 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-SPT_RUN = str(Path(sys.executable).with_name("spt-run"))
-TINY = ["model=tiny-bert", "dataset=rte", "shots=16", "trainer.eval_every=2"]
-
-
-def spt_run(args, cwd, env_extra=None, check=True):
-    env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([SPT_RUN, *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"spt-run {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def run_dirs(root: Path, stage: str) -> list[Path]:
-    return sorted(p.parent for p in root.glob(f"outputs/{stage}/**/.hydra"))
+from conftest import SPT_RUN, TINY, run_dirs, spt_run
 
 
 @pytest.fixture(scope="module")

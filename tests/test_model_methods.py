@@ -237,3 +237,26 @@ def test_artifact_roundtrip_reproduces_logits(tmp_path, name, method, head):
     # A different backbone is refused with a clear message.
     with pytest.raises(ConfigError, match="load it with its own backbone"):
         load_artifact(tmp_path / "art", *load_backbone(model_config("tiny-llama")))
+
+
+def test_build_from_whole_config_with_a_data_layer_task():
+    from omegaconf import OmegaConf
+
+    from spt_cli.data.tasks import get_task
+    from spt_cli.model.heads import _label_word_ids
+
+    cfg = OmegaConf.create(
+        {
+            "model": model_config("tiny-roberta"),
+            "method": method_config("fixed_layers"),
+            "head": head_config(),
+            "layers": [1, 2],
+            "data": {"max_seq_length": 128},
+        }
+    )
+    task = get_task("rte")
+    model = build_model(cfg, task)
+    assert model.candidate_layers == [1, 2] and model.head_name == "mlm"
+    assert model.task.num_labels == 2 and model.task.label_words == list(task.verbalizer)
+    ids = _label_word_ids(_tokenizer("tiny-roberta"), task.verbalizer)
+    assert model.label_word_ids.tolist() == ids

@@ -15,9 +15,9 @@ from spt_cli.model.methods import resolve_method
 
 def build_model(
     model_cfg: Any,
-    method_cfg: Any,
-    head_cfg: Any,
-    task: Any,
+    method_cfg: Any = None,
+    head_cfg: Any = None,
+    task: Any = None,
     *,
     backbone: nn.Module | None = None,
     tokenizer: Any = None,
@@ -30,8 +30,20 @@ def build_model(
     ``load_backbone(model_cfg)``. ``layers`` overrides ``method.layers`` (the top-level
     ``layers=`` of retrain/train). ``max_seq_length`` is checked against the positions.
     Prompt/generator/head initialisation draws from torch's global RNG: seed before.
+
+    ``build_model(cfg, task, ...)`` with a whole composed config also works (see
+    :func:`build_model_from_cfg`).
     """
-    mcfg, meth, hcfg = _cfg_dict(model_cfg), _cfg_dict(method_cfg), _cfg_dict(head_cfg)
+    root = _cfg_dict(model_cfg)
+    if "model" in root and "method" in root and head_cfg is None and task is None:
+        return build_model_from_cfg(
+            root, method_cfg, backbone=backbone, tokenizer=tokenizer,
+            **({"layers": layers} if layers is not None else {}),
+            **({"max_seq_length": max_seq_length} if max_seq_length is not None else {}),
+        )  # fmt: skip
+    if task is None:
+        raise ConfigError("build_model needs the task (a TaskSpec, task dict or TaskInfo)")
+    mcfg, meth, hcfg = root, _cfg_dict(method_cfg), _cfg_dict(head_cfg)
     if backbone is None:
         backbone, tokenizer = load_backbone(mcfg)
     elif tokenizer is None:

@@ -154,7 +154,7 @@ class GatedPromptModel(nn.Module):
         """Differentiable a_l per candidate layer (ones for hard gates)."""
         if self.gates is not None:
             return self.gates.probs()
-        return torch.ones(len(self.candidate_layers))
+        return torch.ones(len(self.candidate_layers), device=self.label_word_ids.device)
 
     def gate_probs(self) -> torch.Tensor:
         """Detached a_l per candidate layer, in ``candidate_layers`` order."""

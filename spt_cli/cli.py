@@ -7,13 +7,15 @@ typo costs a one-line error with the valid choices, exit code 2, and nothing wri
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import IO
 
 from spt_cli.config import GROUPS, STAGES, group_choices, validate
-from spt_cli.errors import ConfigError, SptError
+from spt_cli.errors import ConfigError, RuntimeFailure, SptError
 
 _DEBUG = False
 _FAILED: list[str] = []
@@ -141,18 +143,63 @@ def _compose_message(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def preflight(stage: str, overrides: list[str]) -> None:
+def _resume_problem(run_dir: Path) -> str | None:
+    """Why ``resume=true`` cannot continue in ``run_dir`` (None when it can)."""
+    if (run_dir / "checkpoints").is_dir():
+        return None
+    return (
+        f"resume=true but {run_dir} has no checkpoint; pass hydra.run.dir=<the run directory "
+        "to continue>, or drop resume=true"
+    )
+
+
+def _check_output_dir(path: Path) -> None:
+    """The directory Hydra is about to create must be creatable: Hydra's own failure there is
+    a traceback, and nothing has been written yet."""
+    target = path if path.is_absolute() else Path.cwd() / path
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = f"{existing} is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    else:
+        return
+    raise RuntimeFailure(
+        f"cannot create the run directory {path}: {problem}; choose a writable "
+        "hydra.run.dir (hydra.sweep.dir with -m)"
+    )
+
+
+def _output_dir(cfg, multirun: bool) -> Path | None:
+    """The run (or sweep) directory of the composed config; None if it needs Hydra's runtime."""
+    try:
+        return Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+    except Exception:  # noqa: BLE001 - interpolations only Hydra's runtime can resolve
+        return None
+
+
+def preflight(stage: str, overrides: list[str], multirun: bool = False) -> None:
     """Compose the first configuration of the command and validate it, before any file is
-    written."""
+    written: values, the output directory, and ``resume=true``'s checkpoint."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     _check_group_choices(overrides)
-    plain = [o for o in _first_values(overrides) if not o.lstrip("+~").startswith("hydra")]
+    first = _first_values(overrides)
+    plain = [o for o in first if not o.lstrip("+~").startswith("hydra")]
+    # Of Hydra's own keys only the output directories matter here (launcher options need
+    # plugins that plain composition does not load).
+    dirs = [o for o in first if o.split("=", 1)[0] in ("hydra.run.dir", "hydra.sweep.dir")]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="spt_cli.conf", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"stage={stage}", *plain])
+            cfg = compose(
+                config_name="config",
+                overrides=[f"stage={stage}", *plain, *dirs],
+                return_hydra_config=True,
+            )
     except SptError:
         raise
     except Exception as exc:  # noqa: BLE001 - any composition failure is the user's input
@@ -160,6 +207,18 @@ def preflight(stage: str, overrides: list[str]) -> None:
     finally:
         GlobalHydra.instance().clear()
     validate(cfg)
+    out = _output_dir(cfg, multirun)
+    if out is None:
+        return
+    _check_output_dir(out)
+    if cfg.resume and not multirun:
+        if not any(o.startswith("hydra.run.dir=") for o in dirs):
+            raise ConfigError(
+                "resume=true needs hydra.run.dir=<the run directory to continue> "
+                "(a new run directory has no checkpoint)"
+            )
+        if problem := _resume_problem(out):
+            raise ConfigError(problem)
 
 
 # -- the Hydra job -----------------------------------------------------------------------------
@@ -179,6 +238,42 @@ def _cleanup_failed_run(run_dir: Path) -> None:
         parent = parent.parent
 
 
+# Errors of the machine, not of the code: a full disk, a read-only or forbidden path.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _lock_run_dir(run_dir: Path) -> IO[str] | None:
+    """Hold an exclusive lock on ``run_dir`` for the job, so that two processes never write
+    the same run directory (same hydra.run.dir, or a resume while the run still goes on).
+
+    The lock is an advisory ``flock`` the kernel drops when the process dies, so a killed run
+    can be resumed at once. Filesystems without locks are used unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+", encoding="utf-8")  # held open for the job
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ConfigError(
+            f"run directory {run_dir} is in use by another spt-run (pid {holder}); wait for "
+            "it to finish or choose another hydra.run.dir"
+        ) from None
+    except OSError:  # e.g. ENOLCK on some network filesystems
+        return handle
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def run_job(cfg) -> float | None:
     """Run one composed configuration (one job of a multirun)."""
     from hydra.core.hydra_config import HydraConfig
@@ -195,13 +290,14 @@ def run_job(cfg) -> float | None:
         import torch
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
+    lock: IO[str] | None = None
+    owner = False  # False while another process may own run_dir: never clean it up then
     try:
+        lock = _lock_run_dir(run_dir)
+        owner = True
         validate(cfg)
-        if cfg.resume and not (run_dir / "checkpoints").exists():
-            raise ConfigError(
-                f"resume=true but {run_dir} has no checkpoint; pass hydra.run.dir=<the run "
-                "directory to continue>, or drop resume=true"
-            )
+        if cfg.resume and (problem := _resume_problem(run_dir)):
+            raise ConfigError(problem)
         name = str(cfg.stage.name)
         if name == "data":
             return stages.stage_data(cfg, run_dir)
@@ -224,25 +320,36 @@ def run_job(cfg) -> float | None:
             message, code = "interrupted", 130
         elif isinstance(exc, SptError):
             message, code = str(exc), exc.exit_code
+        elif isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+            where = f" {exc.filename}" if exc.filename else ""
+            message = (
+                f"cannot write{where}: {exc.strerror}; free disk space or choose a writable "
+                "hydra.run.dir"
+            )
+            code = RuntimeFailure.exit_code
         else:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             message = f"internal error {type(exc).__name__}: {first} (rerun with --debug)"
             code = 1
-        if not cfg.get("resume") and code != 130:
+        if owner and not cfg.get("resume") and code != 130:
             _cleanup_failed_run(run_dir)
         if multirun:
             # A sweep goes on with its other jobs; this one is recorded as failed for `table`.
             print(f"error: job {hc.job.num} ({' '.join(overrides)}): {message}", file=sys.stderr)
             _FAILED.append(f"{hc.job.num}: {message}")
             try:
-                write_json(
-                    run_dir / "failed.json",
-                    {"status": "failed", "error": message, "overrides": overrides},
-                )
+                if owner:
+                    write_json(
+                        run_dir / "failed.json",
+                        {"status": "failed", "error": message, "overrides": overrides},
+                    )
             except SptError:
                 pass
             return None
         _fail(message, code)
+    finally:
+        if lock is not None:
+            lock.close()
     return None
 
 
@@ -275,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(o.split("=", 1)[0] == "stage" for o in overrides):
         _fail("give the stage as the first word (spt-run STAGE ...), not stage=...", 2)
     try:
-        preflight(stage, overrides)
+        preflight(stage, overrides, multirun=any(f in ("-m", "--multirun") for f in flags))
     except SptError as exc:
         if _DEBUG:
             raise

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spt_cli.config import load_group_file, split_name, to_plain
-from spt_cli.errors import ConfigError
+from spt_cli.errors import ConfigError, DataError
 from spt_cli.io import write_json
 from spt_cli.logging import RunLogger, plot_gates, read_metrics
 
@@ -76,6 +76,18 @@ def load_data(cfg: DictConfig):
         test_size=int(cfg.data.test_size),
         allow_hub=bool(cfg.data.hub),
     )
+    # A file with a header and no rows reads as zero examples, which would only fail later
+    # and obscurely (an empty batch stream, an empty summary). Full-data dev may be empty
+    # (data.dev_ratio=0); a few-shot dev comes from a file or K per class.
+    splits = {"train": data.train, **data.tests}
+    if split_name(cfg) == "few_shot":
+        splits["dev"] = data.dev
+    empty = [name for name, examples in splits.items() if not examples]
+    if empty:
+        raise DataError(
+            f"no {'/'.join(empty)} examples for {task.name} in {', '.join(data.files)}; "
+            "a file holds no data rows: add rows or point data.root at complete files"
+        )
     return task, data
 
 

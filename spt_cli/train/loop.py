@@ -7,6 +7,7 @@ non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -239,7 +240,8 @@ def train(
         mininterval=1.0,
     )
     stopped_early = False
-    with _SigintFlag() as sigint:
+    # closing(bar): the bar is finished before an error line is printed, not after it.
+    with _SigintFlag() as sigint, contextlib.closing(bar):
         while step < n_steps:
             logs: dict[str, float] = {}
             if architect is not None and alpha_stream is not None and step >= alpha_warmup_steps:
@@ -315,7 +317,8 @@ def train(
                 bar.close()
                 raise Interrupted(
                     f"interrupted at {phase} step {step}; checkpoint saved in {checkpoint_path}; "
-                    "continue with the same command plus resume=true hydra.run.dir=<this run dir>"
+                    "continue with the same command plus resume=true "
+                    f"hydra.run.dir={checkpoint_path.parent.parent}"
                 )
             if select_on_dev and patience and bad_evals >= patience:
                 stopped_early = True

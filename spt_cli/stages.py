@@ -7,8 +7,10 @@ atomically, and returns the dev main metric (for Hydra sweepers) or None.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -177,6 +179,22 @@ def majority(s: Setup) -> dict[str, dict[str, float]]:
     }
 
 
+def save_artifact(model, path: Path, meta: dict[str, Any]) -> Path:
+    """``model.save_artifact`` into a hidden sibling, renamed into place when complete: a
+    killed or failed save (full disk) never leaves an ``artifact/`` that looks usable."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_artifact(tmp, meta)
+        if path.exists():  # a resumed run saves again
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 def fit_and_test(
     cfg: DictConfig,
     s: Setup,
@@ -213,7 +231,8 @@ def fit_and_test(
     device = resolve_device(str(cfg.trainer.device))
     dev = result.best_dev or result.last_dev
     test = test_metrics(model, cfg, s, head, device)
-    model.save_artifact(
+    save_artifact(
+        model,
         run_dir / "artifact",
         {"task": s.task.name, "stage": phase, "seed": int(cfg.seed), "shots": int(cfg.shots)},
     )
@@ -554,7 +573,13 @@ def stage_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float | 
             f"artifact={cfg.artifact} holds no saved artefact ({CONFIG_FILE}); "
             "point it at <run dir>/artifact"
         )
-    meta = json.loads((art / CONFIG_FILE).read_text())
+    try:
+        meta = json.loads((art / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{art / CONFIG_FILE} is not valid JSON ({exc.msg}); re-save the artefact "
+            "(rerun the training) or point artifact= at another one"
+        ) from None
     saved_model = (meta.get("model") or {}).get("name")
     if (
         any(o.startswith("model=") for o in overrides)

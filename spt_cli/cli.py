@@ -211,6 +211,8 @@ def preflight(stage: str, overrides: list[str], multirun: bool = False) -> None:
     if out is None:
         return
     _check_output_dir(out)
+    if not multirun:
+        _check_not_in_use(out)
     if cfg.resume and not multirun:
         if not any(o.startswith("hydra.run.dir=") for o in dirs):
             raise ConfigError(
@@ -242,19 +244,13 @@ def _cleanup_failed_run(run_dir: Path) -> None:
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def _lock_run_dir(run_dir: Path) -> IO[str] | None:
-    """Hold an exclusive lock on ``run_dir`` for the job, so that two processes never write
-    the same run directory (same hydra.run.dir, or a resume while the run still goes on).
-
-    The lock is an advisory ``flock`` the kernel drops when the process dies, so a killed run
-    can be resumed at once. Filesystems without locks are used unlocked.
-    """
+def _flock(handle: IO[str], run_dir: Path) -> bool:
+    """Take ``handle``'s exclusive lock without waiting: True if taken, False where locks are
+    unsupported, ConfigError while another process holds it."""
     try:
         import fcntl
     except ImportError:  # not POSIX
-        return None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a+", encoding="utf-8")  # held open for the job
+        return False
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -265,13 +261,34 @@ def _lock_run_dir(run_dir: Path) -> IO[str] | None:
             f"run directory {run_dir} is in use by another spt-run (pid {holder}); wait for "
             "it to finish or choose another hydra.run.dir"
         ) from None
-    except OSError:  # e.g. ENOLCK on some network filesystems
-        return handle
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
+    except OSError:  # e.g. ENOLCK on some network filesystems: go on unlocked
+        return False
+    return True
+
+
+def _lock_run_dir(run_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on ``run_dir`` for the job, so that two processes never write
+    the same run directory (same hydra.run.dir, or a resume while the run still goes on).
+
+    The lock is an advisory ``flock`` the kernel drops when the process dies, so a killed run
+    can be resumed at once.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+", encoding="utf-8")  # held open for the job
+    if _flock(handle, run_dir):
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
     return handle
+
+
+def _check_not_in_use(run_dir: Path) -> None:
+    """Refuse a run directory another spt-run holds before Hydra writes its config there."""
+    lock = run_dir / ".lock"
+    if lock.is_file():
+        with open(lock, encoding="utf-8") as handle:
+            _flock(handle, run_dir)
 
 
 def run_job(cfg) -> float | None:
@@ -314,8 +331,8 @@ def run_job(cfg) -> float | None:
             return None
         raise ConfigError(f"unknown stage '{name}'; choose one of: {', '.join(STAGES)}")
     except (SptError, KeyboardInterrupt, Exception) as exc:
-        if _DEBUG and not isinstance(exc, SptError | KeyboardInterrupt):
-            raise
+        if _DEBUG and not isinstance(exc, KeyboardInterrupt):
+            raise  # --debug / HYDRA_FULL_ERROR=1: the traceback (and the run dir) for developers
         if isinstance(exc, KeyboardInterrupt):
             message, code = "interrupted", 130
         elif isinstance(exc, SptError):

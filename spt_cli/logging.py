@@ -55,6 +55,8 @@ class RunLogger:
         try:
             import wandb
 
+            if wdir.exists() and not wdir.is_dir():
+                raise OSError(f"logger.dir={wdir} is not a directory")
             try:
                 wdir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

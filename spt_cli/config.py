@@ -52,7 +52,7 @@ def _int(cfg: DictConfig, key: str, minimum: int | None = None, allow_none: bool
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key} must be an integer, got {value!r}; e.g. {key}=16")
     if minimum is not None and value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}; e.g. {key}={minimum}")
 
 
 def _positive(cfg: DictConfig, key: str) -> None:
@@ -92,7 +92,10 @@ def validate(cfg: DictConfig) -> None:
     _int(cfg, "search.max_steps", 1, allow_none=True)
     portion = s.alpha_portion
     if not isinstance(portion, int | float) or not 0 < portion < 1:
-        raise ConfigError(f"search.alpha_portion must be in (0, 1), got {portion!r}")
+        raise ConfigError(
+            f"search.alpha_portion must be in (0, 1), got {portion!r}; "
+            "e.g. search.alpha_portion=0.5"
+        )
     if cfg.split.name == "few_shot" and cfg.shots == 0:
         raise ConfigError("split=few_shot needs shots=K (K > 0), e.g. shots=16")
     layers = cfg.get("layers")

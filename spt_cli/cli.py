@@ -11,6 +11,7 @@ import errno
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -180,9 +181,11 @@ def _output_dir(cfg, multirun: bool) -> Path | None:
         return None
 
 
-def preflight(stage: str, overrides: list[str], multirun: bool = False) -> None:
+def preflight(stage: str, overrides: list[str], multirun: bool = False) -> Path | None:
     """Compose the first configuration of the command and validate it, before any file is
-    written: values, the output directory, and ``resume=true``'s checkpoint."""
+    written: values, the output directory, and ``resume=true``'s checkpoint.
+
+    Returns the run directory (the sweep directory with ``multirun``) where it resolves."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -209,7 +212,7 @@ def preflight(stage: str, overrides: list[str], multirun: bool = False) -> None:
     validate(cfg)
     out = _output_dir(cfg, multirun)
     if out is None:
-        return
+        return None
     _check_output_dir(out)
     if not multirun:
         _check_not_in_use(out)
@@ -221,6 +224,7 @@ def preflight(stage: str, overrides: list[str], multirun: bool = False) -> None:
             )
         if problem := _resume_problem(out):
             raise ConfigError(problem)
+    return out
 
 
 # -- the Hydra job -----------------------------------------------------------------------------
@@ -398,18 +402,46 @@ def main(argv: list[str] | None = None) -> None:
     overrides, flags = _split_overrides(rest)
     if any(o.split("=", 1)[0] == "stage" for o in overrides):
         _fail("give the stage as the first word (spt-run STAGE ...), not stage=...", 2)
+    multirun = any(f in ("-m", "--multirun") for f in flags)
     try:
-        preflight(stage, overrides, multirun=any(f in ("-m", "--multirun") for f in flags))
+        out = preflight(stage, overrides, multirun=multirun)
     except SptError as exc:
         if _DEBUG:
             raise
         _fail(str(exc), exc.exit_code)
     if _DEBUG:
         os.environ["HYDRA_FULL_ERROR"] = "1"
-    sys.argv = [sys.argv[0], *flags, f"stage={stage}", *overrides]
+    pinned = []
+    explicit_sweep_dir = any(o.startswith("hydra.sweep.dir=") for o in overrides)
+    if multirun and out is not None and not explicit_sweep_dir and "'" not in str(out):
+        # Hydra resolves the default ${now:...} sweep dir itself; pin the one preflight
+        # resolved, to find the failed.json of jobs that ran in other processes afterwards.
+        pinned = [f"hydra.sweep.dir='{out}'"]
+    sys.argv = [sys.argv[0], *flags, f"stage={stage}", *overrides, *pinned]
+    started = time.time()
     _hydra_entry()
-    if _FAILED:
-        _fail(f"{len(_FAILED)} job(s) of the sweep failed: " + "; ".join(_FAILED), 1)
+    failed = list(_FAILED)
+    if multirun and out is not None and not failed:
+        # Launchers that run jobs in other processes (joblib, submitit) do not fill _FAILED.
+        failed = _failed_jobs(out, since=started)
+    if failed:
+        _fail(f"{len(failed)} job(s) of the sweep failed: " + "; ".join(failed), 1)
+
+
+def _failed_jobs(sweep_dir: Path, since: float) -> list[str]:
+    """``<job dir>: <error>`` for each failed.json this sweep wrote below ``sweep_dir``."""
+    import json
+
+    out = []
+    for path in sorted(sweep_dir.glob("*/failed.json")):
+        try:
+            if path.stat().st_mtime < since - 1:  # a previous sweep's, in a reused sweep dir
+                continue
+            error = json.loads(path.read_text(encoding="utf-8")).get("error", "?")
+        except (OSError, ValueError):
+            error = "unreadable failed.json"
+        out.append(f"{path.parent.name}: {error}")
+    return out
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Notation (method.md section 1): H_P(l-1) are the p prompt states and H_X(l-1) th
 entering block l. At a prompt layer l, P_in(l) = a_l * G_l(H_X(l-1)) + (1 - a_l) * H_P(l-1), and
 block l runs on [P_in(l); H_X(l-1)] with the mask extended by p ones. Hard gates (fixed
 layers) use a_l = 1 at their layers and carry the prompt states up elsewhere. Prompt positions
-exist only from the first prompt layer on; the blocks below it run under ``torch.no_grad``.
+exist only from the first prompt layer on (soft gates without an input prompt mix with
+H_P = 0 there); the blocks below it run under ``torch.no_grad``.
 Block 0's prompt (the input prompt) is prepended to the word embeddings, as PEFT's prompt
 tuning does, so position/type embeddings, LayerNorm and dropout apply to it too.
 """

@@ -72,7 +72,7 @@ class GatedPromptModel(nn.Module):
         self.input_prompt: StaticPrompt | None = None
         if spec.num_tokens and spec.input_prompt == "static":
             words = backbone.word_embeddings().weight
-            idx = torch.randint(0, words.shape[0], (p,))
+            idx = torch.randint(0, words.shape[0], (p,)).to(words.device)
             self.input_prompt = StaticPrompt(p, backbone.embed_dim, init=words[idx].detach())
 
         self.prefix: PrefixEncoder | None = None

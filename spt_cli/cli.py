@@ -425,7 +425,10 @@ def main(argv: list[str] | None = None) -> None:
         # Launchers that run jobs in other processes (joblib, submitit) do not fill _FAILED.
         failed = _failed_jobs(out, since=started)
     if failed:
-        _fail(f"{len(failed)} job(s) of the sweep failed: " + "; ".join(failed), 1)
+        # Each job's full message is in its failed.json (and was printed as it failed); the
+        # closing line keeps a short form of each so it stays readable for long sweeps.
+        short = [f if len(f) <= 120 else f[:117] + "..." for f in failed]
+        _fail(f"{len(failed)} job(s) of the sweep failed: " + "; ".join(short), 1)
 
 
 def _failed_jobs(sweep_dir: Path, since: float) -> list[str]:

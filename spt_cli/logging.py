@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
-import threading
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from spt_cli.io import atomic_write
+from spt_cli.net import unreachable
 
 
 def _warn(msg: str) -> None:
@@ -67,7 +65,7 @@ class RunLogger:
                 # wandb.init would wait init_timeout for a server it cannot reach; an offline
                 # run keeps the numbers for `wandb sync` instead of dropping them.
                 base_url = os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
-                reason = _unreachable(str(base_url), min(timeout, 3.0))
+                reason = unreachable(str(base_url), min(timeout, 3.0))
                 if reason:
                     _warn(
                         f"W&B online but {reason}; logging offline to {wdir}/wandb instead "
@@ -167,27 +165,6 @@ class RunLogger:
         keep = [r for r in records if not (r.get("phase") == phase and r.get("step", 0) > step)]
         text = "".join(json.dumps(r) + "\n" for r in keep)
         atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _unreachable(url: str, timeout: float) -> str | None:
-    """Why ``url``'s host cannot be reached now (None if a TCP connection opens)."""
-    parsed = urlparse(url)
-    host = parsed.hostname or url
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    result: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(None)
-        except OSError as exc:
-            result.append(f"{host}:{port} is unreachable ({type(exc).__name__})")
-
-    # A daemon thread, because a stalled DNS lookup ignores the socket timeout.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 1)
-    return result[0] if result else f"{host}:{port} gave no answer in {timeout:g} s"
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from spt_cli import net as net_mod
 from spt_cli.data import load_task_data
 from spt_cli.data import sources as sources_mod
 from spt_cli.data.readers import read_file
@@ -228,17 +229,17 @@ def test_hub_probe_without_offline_flags(monkeypatch):
     def refuse(address, timeout):
         raise ConnectionRefusedError
 
-    monkeypatch.setattr(sources_mod.socket, "create_connection", refuse)
+    monkeypatch.setattr(net_mod.socket, "create_connection", refuse)
     assert (
         sources_mod.hub_unavailable_reason()
-        == "unreachable (huggingface.co:443: ConnectionRefusedError)"
+        == "huggingface.co:443 is unreachable (ConnectionRefusedError)"
     )
 
     def stall(address, timeout):
         time.sleep(1.5)
         raise TimeoutError
 
-    monkeypatch.setattr(sources_mod.socket, "create_connection", stall)
+    monkeypatch.setattr(net_mod.socket, "create_connection", stall)
     t0 = time.time()
     assert "no answer" in sources_mod.hub_unavailable_reason(timeout=0.2)
     assert time.time() - t0 < 2

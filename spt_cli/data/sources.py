@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from spt_cli.data.readers import read_file, superglue_example
 from spt_cli.data.tasks import Example, TaskSpec
 from spt_cli.errors import DataError
+from spt_cli.net import unreachable
 
 # The repository checkout (editable install): spt_cli/data/sources.py -> repo root.
 _REPO = Path(__file__).resolve().parents[2]
@@ -125,23 +123,8 @@ def hub_unavailable_reason(timeout: float = 3.0) -> str | None:
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in _TRUE:
             return f"offline ({var}={os.environ[var]})"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = urlparse(endpoint).hostname or "huggingface.co"
-    port = urlparse(endpoint).port or 443
-    result: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(None)
-        except OSError as exc:
-            result.append(f"unreachable ({host}:{port}: {exc.__class__.__name__})")
-
-    # A thread, because a DNS lookup ignores the socket timeout and can stall for long.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 1)
-    return result[0] if result else f"unreachable ({host}:{port}: no answer in {timeout:g} s)"
+    reason = unreachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
+    return reason
 
 
 def _hub_splits(task: TaskSpec) -> dict[str, str]:

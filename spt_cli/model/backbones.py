@@ -30,6 +30,7 @@ from transformers import (
     DynamicCache,
 )
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from spt_cli.errors import ConfigError
 
@@ -338,6 +339,23 @@ class BackboneAdapter(nn.Module):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def run_block_rows(
+        self,
+        index: int,
+        hidden: torch.Tensor,
+        ctx: BlockContext,
+        rows: torch.Tensor,
+        cache: Any = None,
+    ) -> torch.Tensor:
+        """Block ``index``'s output at one position per row (``rows`` [B]): [B, 1, d].
+
+        Keys and values still come from every position. This generic version runs the whole
+        block and keeps those positions; families override it to compute the queries,
+        attention output and feed-forward of those positions only.
+        """
+        out = self.run_block(index, hidden, ctx, cache)
+        return out[torch.arange(out.shape[0], device=out.device), rows].unsqueeze(1)
+
     def final(self, hidden: torch.Tensor) -> torch.Tensor:
         """The final norm after the last block (decoders); identity for post-LN encoders."""
         return hidden
@@ -357,6 +375,12 @@ class BackboneAdapter(nn.Module):
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         return self.base(**kwargs).last_hidden_state
+
+
+def _eager_attention(module: nn.Module):
+    """The eager attention function of the module's own modelling file (the fallback of
+    transformers' attention dispatch when no other implementation is configured)."""
+    return sys.modules[type(module).__module__].eager_attention_forward
 
 
 def _offset_cache(batch: int, length: int, like: torch.Tensor) -> DynamicCache:
@@ -404,6 +428,41 @@ class BertLikeAdapter(BackboneAdapter):
 
     def run_block(self, index, hidden, ctx, cache=None):
         return self.blocks()[index](hidden, ctx.mask, cache=cache)
+
+    def run_block_rows(self, index, hidden, ctx, rows, cache=None):
+        # BertLayer / RobertaLayer taken apart: queries, attention output and feed-forward
+        # for the kept positions only; keys and values (and the cache) for all of them.
+        layer = self.blocks()[index]
+        attention = layer.attention
+        sa = attention.self
+        if getattr(layer, "add_cross_attention", False) or not hasattr(sa, "query"):
+            return super().run_block_rows(index, hidden, ctx, rows, cache)
+        batch = hidden.shape[0]
+        at = torch.arange(batch, device=hidden.device)
+        kept = hidden[at, rows].unsqueeze(1)  # [B, 1, d]
+        heads = (batch, -1, sa.num_attention_heads, sa.attention_head_size)
+        query = sa.query(kept).view(heads).transpose(1, 2)
+        key = sa.key(hidden).view(heads).transpose(1, 2)
+        value = sa.value(hidden).view(heads).transpose(1, 2)
+        if cache is not None:
+            key, value = cache.update(key, value, sa.layer_idx)
+        mask = ctx.mask
+        if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1:
+            mask = mask[at, :, rows].unsqueeze(2)  # [B, 1, 1, keys]: the kept queries' rows
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(
+            sa.config._attn_implementation, _eager_attention(sa)
+        )
+        out, _ = attend(
+            sa,
+            query,
+            key,
+            value,
+            mask,
+            dropout=sa.dropout.p if sa.training else 0.0,
+            scaling=sa.scaling,
+        )
+        out = attention.output(out.reshape(batch, 1, -1).contiguous(), kept)
+        return layer.feed_forward_chunk(out)
 
     def lm_logits(self, hidden):
         if self.family == "bert":

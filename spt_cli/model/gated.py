@@ -8,6 +8,13 @@ exist only from the first prompt layer on (soft gates without an input prompt mi
 H_P = 0 there); the blocks below it run under ``torch.no_grad``.
 Block 0's prompt (the input prompt) is prepended to the word embeddings, as PEFT's prompt
 tuning does, so position/type embeddings, LayerNorm and dropout apply to it too.
+
+Speed (issue 6): with ``method.frozen_eval`` the frozen blocks below the first prompt layer run
+in eval mode, so the states entering that layer are a pure function of the input ids
+(:meth:`GatedPromptModel.lower_states`); ``forward(lower=...)`` resumes from them, which is how
+``spt_cli.train.cache`` skips those blocks after the first epoch. The last block is computed
+only at the one position per row that the head reads (``prune_last_block``): its other
+positions are never used.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from spt_cli.model.prompts import (
     PrefixEncoder,
     StaticGenerator,
     StaticPrompt,
+    pool_bins,
 )
 
 
@@ -125,6 +133,8 @@ class GatedPromptModel(nn.Module):
             self._grad_from = min(spec.layers)
         else:
             self._grad_from = None
+        # Compute the last block at the head's positions only (exact: nothing reads the rest).
+        self.prune_last_block = True
 
     @staticmethod
     def _make_generator(spec: MethodSpec, d: int) -> nn.Module:
@@ -188,6 +198,57 @@ class GatedPromptModel(nn.Module):
 
         save_artifact(self, path, meta or {})
 
+    # -- frozen lower layers -----------------------------------------------------------------
+    @property
+    def cache_layer(self) -> int | None:
+        """First block whose input is no longer frozen (the first prompt layer; L when no block
+        takes a prompt), when everything below it is frozen and, by ``method.frozen_eval``, in
+        eval mode: the states entering it are then a pure function of the input ids. None when
+        block 0 already trains (input prompt, prefix at block 0, fine-tuning) or dropout is on.
+        """
+        if not self.spec.frozen_eval or self.spec.train_backbone:
+            return None
+        start = self.num_layers if self._grad_from is None else self._grad_from
+        return start if start > 0 else None
+
+    def _lower_eval(self) -> None:
+        """Put the embeddings and the blocks below ``cache_layer`` in eval mode (no dropout)."""
+        start = self.cache_layer
+        if start is None:
+            return
+        upper = {id(m) for block in self.backbone.blocks()[start:] for m in block.modules()}
+        for module in self.backbone.modules():
+            if id(module) not in upper:
+                module.training = False
+
+    def train(self, mode: bool = True) -> GatedPromptModel:
+        """``nn.Module.train``, except that with ``method.frozen_eval`` the frozen part below
+        the first prompt layer stays in eval mode (see :attr:`cache_layer`)."""
+        super().train(mode)
+        self._lower_eval()
+        return self
+
+    @torch.no_grad()
+    def lower_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The states [B, n, d] entering block :attr:`cache_layer` (no autograd graph).
+
+        ``forward(..., lower=states)`` continues from them and gives the logits of the full
+        forward; padded positions may hold anything (zeros in a cache): no real position
+        reads them.
+        """
+        if self.cache_layer is None:
+            raise ValueError(
+                f"method={self.spec.name} has no frozen lower layers to precompute "
+                "(input prompt, fine-tuning or method.frozen_eval=false)"
+            )
+        self._lower_eval()  # also when a caller changed modes behind train()'s back
+        return self._run(input_ids, attention_mask, token_type_ids, stop=self.cache_layer)
+
     # -- forward ---------------------------------------------------------------------------
     def _grad(self, layer: int):
         on = self._grad_from is not None and layer >= self._grad_from
@@ -198,8 +259,27 @@ class GatedPromptModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        *,
+        lower: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final text states [B, n, d] (after the final norm), prompt positions removed."""
+        """Final text states [B, n, d] (after the final norm), prompt positions removed.
+
+        ``lower``: the states entering block :attr:`cache_layer` (:meth:`lower_states`); the
+        blocks below are skipped. ``rows`` [B]: one text position per row; only those are
+        computed in the last block and the result is [B, d].
+        """
+        return self._run(input_ids, attention_mask, token_type_ids, lower=lower, rows=rows)
+
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        lower: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        stop: int | None = None,
+    ) -> torch.Tensor:
         bb, spec = self.backbone, self.spec
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -210,13 +290,17 @@ class GatedPromptModel(nn.Module):
         summary = summary_index(mask, self.is_decoder)
         state = bb.begin()
         contexts: dict[str, BlockContext] = {}
+        last = self.num_layers - 1
+        end = self.num_layers if stop is None else stop
 
-        offset, kv = 0, None
+        offset, kv, cache = 0, None, None
         if self.prefix is not None:
-            offset, kv = p, self.prefix(batch)
-            cache = DynamicCache(
-                ddp_cache_data=[kv.get(i, (None, None)) for i in range(max(kv) + 1)]
-            )
+            offset = p  # positions shift by p in every block, also below the first prefix
+            if stop is None:
+                kv = self.prefix(batch)
+                cache = DynamicCache(
+                    ddp_cache_data=[kv.get(i, (None, None)) for i in range(max(kv) + 1)]
+                )
 
         def context(kind: str, hidden: torch.Tensor) -> BlockContext:
             if kind not in contexts:
@@ -227,19 +311,34 @@ class GatedPromptModel(nn.Module):
                 contexts[kind] = bb.context(hidden, m, state, offset, prefix_len)
             return contexts[kind]
 
-        embed_grad = self.input_prompt is not None or spec.train_backbone
-        with contextlib.nullcontext() if embed_grad else torch.no_grad():
-            prompt = self.input_prompt(batch) if self.input_prompt is not None else None
-            h = bb.embed(input_ids, tt, mask, prompt=prompt, position_offset=offset)
-        has_prompt = prompt is not None
-        gates = self.gates() if self.gates is not None else None
+        if lower is not None:
+            start = self.cache_layer
+            if start is None:
+                raise ValueError(f"method={spec.name} cannot resume from lower-layer states")
+            h, has_prompt = lower, False
+        else:
+            start = 0
+            embed_grad = self.input_prompt is not None or spec.train_backbone
+            with contextlib.nullcontext() if embed_grad else torch.no_grad():
+                prompt = self.input_prompt(batch) if self.input_prompt is not None else None
+                h = bb.embed(input_ids, tt, mask, prompt=prompt, position_offset=offset)
+            has_prompt = prompt is not None
+        gates = self.gates() if self.gates is not None and start < end else None
+        bins = None  # pooling bins depend on the mask only: once per forward
+        pruned = False
 
-        for layer in range(self.num_layers):
+        for layer in range(start, end):
             with self._grad(layer):
                 key = str(layer)
                 if key in self.generators:
                     hx = h[:, p:] if has_prompt else h
-                    new = self.generators[key](hx, mask, summary)
+                    generator = self.generators[key]
+                    if isinstance(generator, PooledGenerator):
+                        if bins is None:
+                            bins = pool_bins(mask, p)
+                        new = generator(hx, mask, summary, bins)
+                    else:
+                        new = generator(hx, mask, summary)
                     if gates is not None:
                         a = gates[spec.layers.index(layer)].to(new.dtype)
                         old = h[:, :p] if has_prompt else torch.zeros_like(new)
@@ -247,11 +346,27 @@ class GatedPromptModel(nn.Module):
                     h = torch.cat([new, hx], 1)
                     has_prompt = True
                 if kv is not None and layer in kv:
-                    h = bb.run_block(layer, h, context("prefix", h), cache)
+                    ctx, block_cache = context("prefix", h), cache
                 else:
-                    h = bb.run_block(layer, h, context("ext" if has_prompt else "text", h))
-        with self._grad(self.num_layers - 1):
+                    ctx, block_cache = context("ext" if has_prompt else "text", h), None
+                if rows is not None and layer == last:
+                    at = rows + p if has_prompt else rows
+                    h = bb.run_block_rows(layer, h, ctx, at, block_cache)
+                    pruned = True
+                elif block_cache is not None:
+                    h = bb.run_block(layer, h, ctx, block_cache)
+                else:
+                    h = bb.run_block(layer, h, ctx)
+        if stop is not None:
+            return h
+        if rows is not None and not pruned:  # the last block did not run here (no prompts)
+            at = rows + p if has_prompt else rows
+            h = h[torch.arange(batch, device=h.device), at].unsqueeze(1)
+            pruned = True
+        with self._grad(last):
             h = bb.final(h)
+        if pruned:
+            return h[:, 0]
         return h[:, p:] if has_prompt else h
 
     def _check_length(self, n: int) -> None:
@@ -277,12 +392,22 @@ class GatedPromptModel(nn.Module):
         mask_pos: torch.Tensor | None = None,
         label_pos: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        lower: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Logits [B, C] ([B] for regression) and, with ``labels``, the loss."""
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        """Logits [B, C] ([B] for regression) and, with ``labels``, the loss.
+
+        ``lower``: precomputed :meth:`lower_states` of this batch (e.g. from a cache).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
         out: dict[str, torch.Tensor] = {}
         if self.head is not None:
-            logits = self.head(hidden, attention_mask)
+            rows = self.head.rows(attention_mask) if self.prune_last_block else None
+            hidden = self.encode(input_ids, attention_mask, token_type_ids, lower=lower, rows=rows)
+            if rows is not None:
+                logits = self.head.classify(hidden)
+            else:
+                logits = self.head(hidden, attention_mask)
             if self.task.is_regression:
                 logits = logits.squeeze(-1)
             out["logits"] = logits
@@ -296,8 +421,13 @@ class GatedPromptModel(nn.Module):
                 f"head={self.head_name} needs {key} in the batch; encode the data with "
                 f"head={self.head_name}"
             )
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        vocab = self.backbone.lm_logits(hidden[rows, pos.long().view(-1)])  # [B, V]
+        pos = pos.long().view(-1)
+        if self.prune_last_block:
+            states = self.encode(input_ids, attention_mask, token_type_ids, lower=lower, rows=pos)
+        else:
+            hidden = self.encode(input_ids, attention_mask, token_type_ids, lower=lower)
+            states = hidden[torch.arange(hidden.shape[0], device=hidden.device), pos]
+        vocab = self.backbone.lm_logits(states)  # [B, V]
         out["logits"] = vocab[:, self.label_word_ids]
         if labels is not None:
             if self.full_vocab:

@@ -119,6 +119,16 @@ class ClassifierHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(dim, num_outputs)
 
+    def rows(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """The one position per row the head reads ([B]), or None when it pools all of them."""
+        if self.pooling == "mean":
+            return None
+        return summary_index(mask, self.pooling == "last")
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits from the pooled states [B, d]."""
+        return self.linear(self.dropout(pooled))
+
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "mean":
             w = mask.to(hidden.dtype).unsqueeze(-1)
@@ -126,7 +136,7 @@ class ClassifierHead(nn.Module):
         else:
             idx = summary_index(mask, self.pooling == "last")
             pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
-        return self.linear(self.dropout(pooled))
+        return self.classify(pooled)
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool):

@@ -35,6 +35,7 @@ class MethodSpec:
     layer_seed: int = 0
     prefix_projection: bool = False
     prefix_hidden: int = 512
+    frozen_eval: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +86,7 @@ def resolve_method(
         layer_seed=int(cfg.get("layer_seed", 0) or 0),
         prefix_projection=bool(cfg.get("prefix_projection", False)),
         prefix_hidden=int(cfg.get("prefix_hidden", 512)),
+        frozen_eval=bool(cfg.get("frozen_eval", True)),
     )
     if spec.num_tokens < 0:
         raise ConfigError(f"method.num_tokens={spec.num_tokens} must be >= 0")

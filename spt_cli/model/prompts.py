@@ -12,24 +12,39 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def pool_real_tokens(x: torch.Tensor, mask: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """Adaptive avg/max pooling of ``x`` [B, n, m] over each row's real tokens to ``size`` bins.
+def pool_bins(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Bin membership [B, size, n] (bool) of adaptive pooling over each row's real tokens.
 
     Bin j covers real-token ranks [floor(j L / size), ceil((j + 1) L / size)) for a row with L
-    real tokens, which is exactly ``F.adaptive_{avg,max}_pool1d`` applied to the unpadded row;
-    padding never enters a bin, so the result is independent of how much padding a batch has.
+    real tokens, which is exactly ``F.adaptive_{avg,max}_pool1d`` applied to the unpadded row.
+    It depends on the mask only, so one forward computes it once for all its generators.
     """
     mask = mask.to(torch.long)
     lengths = mask.sum(1, keepdim=True)  # [B, 1]
     rank = mask.cumsum(1) - 1  # rank of each real token among the real tokens
-    j = torch.arange(size, device=x.device).unsqueeze(0)  # [1, size]
+    j = torch.arange(size, device=mask.device).unsqueeze(0)  # [1, size]
     start = torch.div(j * lengths, size, rounding_mode="floor")
     end = torch.div((j + 1) * lengths + size - 1, size, rounding_mode="floor")
-    member = (
+    return (
         (rank.unsqueeze(1) >= start.unsqueeze(2))
         & (rank.unsqueeze(1) < end.unsqueeze(2))
         & mask.bool().unsqueeze(1)
-    )  # [B, size, n]
+    )
+
+
+def pool_real_tokens(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    size: int,
+    mode: str,
+    bins: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Adaptive avg/max pooling of ``x`` [B, n, m] over each row's real tokens to ``size`` bins.
+
+    Padding never enters a bin (see :func:`pool_bins`; ``bins`` is its result when the caller
+    already has it), so the result is independent of how much padding a batch has.
+    """
+    member = pool_bins(mask, size) if bins is None else bins
     if mode == "avg":
         weights = member.to(x.dtype)
         weights = weights / weights.sum(-1, keepdim=True).clamp(min=1.0)
@@ -77,9 +92,13 @@ class PooledGenerator(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, hidden: torch.Tensor, mask: torch.Tensor, summary_index: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor,
+        summary_index: torch.Tensor,
+        bins: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        z = pool_real_tokens(self.down(hidden), mask, self.num_tokens, self.pool)
+        z = pool_real_tokens(self.down(hidden), mask, self.num_tokens, self.pool, bins)
         return self.dropout(self.up(F.relu(z)))
 
 

@@ -9,6 +9,7 @@ import torch
 
 from spt_cli.metrics import compute_metrics
 from spt_cli.train.batches import eval_batches
+from spt_cli.train.cache import LowerStateCache
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -25,14 +26,21 @@ def predict(
     pad_token_id: int,
     device: torch.device,
     regression: bool = False,
+    cache: LowerStateCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions (class index, or value for regression) and gold labels, in input order."""
+    """Predictions (class index, or value for regression) and gold labels, in input order.
+
+    ``cache``: the training run's lower-layer cache (dev examples are evaluated repeatedly).
+    """
     was_training = model.training
     model.eval()
     preds, labels = [], []
     for batch in eval_batches(features, batch_size, pad_token_id):
         gold = batch.pop("labels")
-        logits = model(**to_device(batch, device))["logits"].float().cpu()
+        batch = to_device(batch, device)
+        if cache is not None:
+            batch = cache.attach(batch)
+        logits = model(**batch)["logits"].float().cpu()
         preds.append(logits.reshape(-1) if regression else logits.argmax(dim=-1))
         labels.append(gold)
     model.train(was_training)
@@ -47,6 +55,7 @@ def evaluate(
     batch_size: int,
     pad_token_id: int,
     device: torch.device,
+    cache: LowerStateCache | None = None,
 ) -> dict[str, float]:
     """Official metrics of ``model`` on ``features``."""
     preds, labels = predict(
@@ -56,5 +65,6 @@ def evaluate(
         pad_token_id=pad_token_id,
         device=device,
         regression=bool(task.is_regression),
+        cache=cache,
     )
     return compute_metrics(task, preds, labels)

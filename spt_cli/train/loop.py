@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from spt_cli.errors import RuntimeFailure, SptError
 from spt_cli.logging import RunLogger
 from spt_cli.train.batches import BatchStream
+from spt_cli.train.cache import LowerStateCache
 from spt_cli.train.checkpoint import (
     load_checkpoint,
     load_trainable_state,
@@ -181,6 +182,14 @@ def train(
     ckpt_every = int(tcfg.get("checkpoint_every") or 0)
     patience = int(tcfg.get("patience") or 0)
     use_bf16 = str(tcfg.get("precision", "fp32")) == "bf16" and device.type == "cuda"
+    # States entering the first prompt layer, computed once per example (trainer.
+    # cache_lower_layers). Not under bf16 autocast: evaluation runs in fp32, and one cache
+    # must hold the same states for both.
+    cache = None if use_bf16 else LowerStateCache.for_model(model, tcfg, label=phase)
+
+    def fetch(source: BatchStream, index: int) -> dict[str, torch.Tensor]:
+        batch = to_device(source.batch(index), device)
+        return cache.attach(batch) if cache is not None else batch
 
     step = 0
     best: dict[str, Any] = {"metric": -math.inf, "step": None, "dev": None, "state": None}
@@ -227,6 +236,7 @@ def train(
             batch_size=int(tcfg.get("eval_batch_size") or tcfg.batch_size),
             pad_token_id=pad_token_id,
             device=device,
+            cache=cache,
         )
 
     model.train()
@@ -247,8 +257,8 @@ def train(
             if architect is not None and alpha_stream is not None and step >= alpha_warmup_steps:
                 logs.update(
                     architect.step(
-                        to_device(stream.batch(step * grad_accum), device),
-                        to_device(alpha_stream.batch(step), device),
+                        fetch(stream, step * grad_accum),
+                        fetch(alpha_stream, step),
                         step,
                         n_steps,
                     )
@@ -256,7 +266,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for micro in range(grad_accum):
-                batch = to_device(stream.batch(step * grad_accum + micro), device)
+                batch = fetch(stream, step * grad_accum + micro)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     loss = model(**batch)["loss"] / grad_accum
                 if not torch.isfinite(loss):

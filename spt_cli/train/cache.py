@@ -1,0 +1,119 @@
+"""Cache of the frozen states entering a model's first prompt layer ("cached lower layers").
+
+With ``method.frozen_eval`` the frozen blocks below the first prompt layer run in eval mode
+(no dropout), so the states they hand to that layer are a pure function of the input ids: they
+are computed once per example and reused by every later epoch and dev evaluation. Entries are
+keyed by the example's unpadded token ids (and token types), so batches may come in any order
+or composition. Only real positions are stored; padding is filled with zeros, which no real
+position ever reads (padded keys are masked, and heads and pooling read real positions only).
+
+The cache is bounded by ``max_mb``: once full, new examples are computed each time they are
+seen (the fallback) and nothing is evicted, so a working set larger than the cap degrades to
+the uncached speed instead of thrashing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class LowerStateCache:
+    """Per-example lower-layer states of one model, on the model's device."""
+
+    def __init__(self, model: Any, max_mb: float = 1024.0, label: str = "") -> None:
+        self.model = model
+        self.max_bytes = int(float(max_mb) * 2**20)
+        self.label = label
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._store: dict[bytes, torch.Tensor] = {}
+        self._warned = False
+
+    @staticmethod
+    def supported(model: Any) -> bool:
+        """Whether ``model`` has frozen lower layers whose output may be cached."""
+        return getattr(model, "cache_layer", None) is not None and hasattr(model, "lower_states")
+
+    @classmethod
+    def for_model(cls, model: Any, tcfg: Any, label: str = "") -> LowerStateCache | None:
+        """The cache a training run should use: None when off or when nothing is cacheable."""
+        if not bool(tcfg.get("cache_lower_layers", True)) or not cls.supported(model):
+            return None
+        return cls(model, float(tcfg.get("cache_max_mb") or 0), label)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def _row_keys(self, batch: dict[str, torch.Tensor]) -> tuple[list[bytes], list[int]] | None:
+        mask = batch["attention_mask"].to("cpu", torch.long)
+        lengths = mask.sum(1)
+        # Only right-padded rows (real tokens first) can be trimmed to their real part.
+        width = mask.shape[1]
+        if not bool((mask == (torch.arange(width) < lengths.unsqueeze(1))).all()):
+            return None
+        ids = batch["input_ids"].to("cpu").numpy()
+        tt = batch.get("token_type_ids")
+        types = tt.to("cpu").numpy() if tt is not None else None
+        keys, lens = [], lengths.tolist()
+        for i, n in enumerate(lens):
+            key = ids[i, :n].tobytes()
+            if types is not None:
+                key += b"|" + types[i, :n].tobytes()
+            keys.append(key)
+        return keys, lens
+
+    def attach(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``batch`` plus ``lower``: the states entering the first prompt layer [B, n, d]."""
+        rows = self._row_keys(batch)
+        if rows is None:
+            return batch
+        keys, lens = rows
+        missing = [i for i, k in enumerate(keys) if k not in self._store]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        computed = None
+        if missing:
+            sub = {k: batch[k][missing] for k in _KEYS if k in batch}
+            # Stored states outlive an evaluation's inference mode: make them normal tensors.
+            with torch.inference_mode(False), torch.no_grad():
+                computed = self.model.lower_states(**sub)
+                for j, i in enumerate(missing):
+                    self._put(keys[i], computed[j, : lens[i]])
+        if computed is not None and len(missing) == len(keys):
+            lower = computed  # nothing was cached: exactly the uncached states
+        else:
+            first = self._store.get(keys[0])
+            like = first if first is not None else computed
+            assert like is not None
+            width = batch["attention_mask"].shape[1]
+            lower = like.new_zeros(len(keys), width, like.shape[-1])
+            pos = {i: j for j, i in enumerate(missing)}
+            for i, k in enumerate(keys):
+                row = self._store.get(k)
+                if row is None:  # did not fit in the cache
+                    assert computed is not None
+                    row = computed[pos[i], : lens[i]]
+                lower[i, : lens[i]] = row
+        return {**batch, "lower": lower}
+
+    def _put(self, key: bytes, states: torch.Tensor) -> None:
+        size = states.numel() * states.element_size()
+        if self.bytes + size > self.max_bytes:
+            if not self._warned:
+                self._warned = True
+                where = f"[{self.label}] " if self.label else ""
+                print(
+                    f"{where}lower-layer cache full at {self.bytes / 2**20:.0f} MB "
+                    f"({len(self._store)} examples); the rest are recomputed each step "
+                    "(raise trainer.cache_max_mb to cache more)",
+                    file=sys.stderr,
+                )
+            return
+        self._store[key] = states.clone()  # its own storage, not a view of the whole batch
+        self.bytes += size

@@ -106,14 +106,28 @@ class Architect:
         with torch.no_grad():
             w_plus = {n: weights[n] + r * g for n, g in zip(names, d_w)}
             w_minus = {n: weights[n] - r * g for n, g in zip(names, d_w)}
-        g_plus = torch.autograd.grad(self._loss(w_plus, w_batch), self.gates, allow_unused=True)
-        g_minus = torch.autograd.grad(self._loss(w_minus, w_batch), self.gates, allow_unused=True)
+        g_plus, g_minus = self._gate_grads_at(w_plus, w_minus, w_batch)
         out = []
         for da, gp, gm in zip(d_alpha, g_plus, g_minus):
             da = da if da is not None else 0.0
             hess = ((gp if gp is not None else 0.0) - (gm if gm is not None else 0.0)) / (2 * r)
             out.append(da - self.xi * hess)
         return val_loss, out
+
+    def _gate_grads_at(self, w_plus: dict, w_minus: dict, batch: dict) -> tuple[tuple, tuple]:
+        """grad_alpha L_train at w+ and at w-, both passes under the same random state.
+
+        The finite difference divides their gap by 2R (R ~ 0.01 / ||v||, tiny): with dropout
+        drawing different masks in the two passes, the mask noise, not the Hessian, would fill
+        that gap. Replaying the RNG makes both passes see the same masks; the stream then goes
+        on from where one pass leaves it.
+        """
+        device = next(iter(w_plus.values())).device if w_plus else torch.device("cpu")
+        state = _rng_get(device)
+        g_plus = torch.autograd.grad(self._loss(w_plus, batch), self.gates, allow_unused=True)
+        _rng_set(device, state)
+        g_minus = torch.autograd.grad(self._loss(w_minus, batch), self.gates, allow_unused=True)
+        return g_plus, g_minus
 
     # -- logging / state -------------------------------------------------------------------
     def log_values(self) -> dict[str, float]:
@@ -134,6 +148,17 @@ class Architect:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("tau") is not None:
             self.model.set_tau(state["tau"])
+
+
+def _rng_get(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _rng_set(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def default_budget(num_layers: int) -> int:

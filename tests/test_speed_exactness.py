@@ -1,0 +1,334 @@
+"""Every speed optimisation of issue 6 computes what the plain computation does.
+
+- the last block computed only at the head's positions (``prune_last_block``);
+- frozen lower layers in eval mode and their states cached per example (``lower_states``,
+  ``forward(lower=...)``, ``LowerStateCache``, ``trainer.cache_lower_layers``);
+- pooling bins computed once per forward;
+- the second-order step's two finite-difference passes under one random state.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import FakeGatedModel, fake_features
+from spt_cli.data import collate, get_task
+from spt_cli.logging import RunLogger
+from spt_cli.model import build_model, load_backbone
+from spt_cli.model.configs import head_config, method_config, model_config
+from spt_cli.model.heads import TaskInfo
+from spt_cli.model.prompts import pool_bins, pool_real_tokens
+from spt_cli.search.darts import Architect
+from spt_cli.train.batches import BatchStream
+from spt_cli.train.cache import LowerStateCache
+from spt_cli.train.checkpoint import trainable_state
+from spt_cli.train.loop import train
+
+TASK = TaskInfo("sst2", 2, ["terrible", "great"], False, ["negative", "positive"])
+TINY = ["tiny-bert", "tiny-roberta", "tiny-deberta", "tiny-mpnet", "tiny-gpt2", "tiny-llama"]
+NO_PREFIX = ("tiny-deberta", "tiny-mpnet")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread avoids OpenMP spin-waits when other jobs share the two cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _build(name, method, head="auto", layers=None, **overrides):
+    hf, tok = load_backbone(model_config(name))
+    torch.manual_seed(0)
+    model = build_model(
+        model_config(name),
+        method_config(method, **overrides),
+        head_config(head),
+        TASK,
+        backbone=hf,
+        tokenizer=tok,
+        layers=layers,
+    )
+    return model, tok
+
+
+def _inputs(tok, texts=("a truly great movie , i loved it", "bad", "fine , not more")):
+    enc = dict(tok(list(texts), padding=True, return_tensors="pt"))
+    last = enc["attention_mask"].sum(1) - 1
+    enc["mask_pos"] = torch.minimum(last, torch.full_like(last, 2))
+    enc["label_pos"] = last
+    return enc
+
+
+def _heads(name):
+    return ["classifier", "lm" if name in ("tiny-gpt2", "tiny-llama") else "mlm"]
+
+
+# -- last block at the head's positions only ---------------------------------------------------
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("method", ["prompt_tuning", "spt", "lpt", "ptuning_v2"])
+def test_pruned_last_block_gives_the_full_logits(name, method):
+    if method == "ptuning_v2" and name in NO_PREFIX:
+        pytest.skip("no key/value prefixes on this family")
+    for head in _heads(name):
+        model, tok = _build(name, method, head=head)
+        model.eval()
+        batch = _inputs(tok)
+        with torch.no_grad():
+            pruned = model(**batch)["logits"]
+            model.prune_last_block = False
+            full = model(**batch)["logits"]
+        torch.testing.assert_close(pruned, full, atol=1e-6, rtol=1e-5)
+
+
+def test_pruned_last_block_gradients_match():
+    model, tok = _build("tiny-roberta", "spt", head="classifier")
+    model.eval()  # no dropout: both passes compute the same function
+    batch = {**_inputs(tok), "labels": torch.tensor([1, 0, 1])}
+    grads = []
+    for prune in (True, False):
+        model.prune_last_block = prune
+        model.zero_grad(set_to_none=True)
+        model(**batch)["loss"].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for key in grads[0]:
+        torch.testing.assert_close(grads[0][key], grads[1][key], atol=1e-6, rtol=1e-4)
+
+
+def test_mean_pooling_is_not_pruned_and_still_exact():
+    model, tok = _build("tiny-bert", "lpt", head="classifier")
+    model.head.pooling = "mean"
+    model.eval()
+    assert model.head.rows(_inputs(tok)["attention_mask"]) is None
+    with torch.no_grad():
+        out = model(**_inputs(tok))["logits"]
+    assert out.shape == (3, 2)
+
+
+def test_pool_bins_once_per_forward_equals_per_call():
+    torch.manual_seed(0)
+    x = torch.randn(3, 9, 5)
+    mask = torch.tensor([[1] * 9, [1] * 4 + [0] * 5, [1] * 2 + [0] * 7])
+    for mode in ("avg", "max"):
+        assert torch.equal(
+            pool_real_tokens(x, mask, 4, mode),
+            pool_real_tokens(x, mask, 4, mode, pool_bins(mask, 4)),
+        )
+
+
+# -- frozen lower layers: eval mode and their cache ----------------------------------------------
+@pytest.mark.parametrize(
+    "method,layers,expected",
+    [
+        ("lpt", None, 2),
+        ("spt_fixed", [1, 3], 1),
+        ("fixed_layers", [3], 3),
+        ("prompt_tuning", None, None),
+        ("spt", None, None),
+        ("deep_prompt", None, None),
+        ("finetune", None, None),
+    ],
+)
+def test_cache_layer_is_the_first_prompt_layer_of_frozen_methods(method, layers, expected):
+    model, _ = _build("tiny-bert", method, layers=layers)
+    assert model.cache_layer == expected
+    off, _ = _build("tiny-bert", method, layers=layers, frozen_eval=False)
+    assert off.cache_layer is None
+
+
+def test_frozen_eval_keeps_only_the_frozen_part_in_eval_mode():
+    model, _ = _build("tiny-bert", "spt_fixed", layers=[2, 3])
+    model.train()
+    blocks = model.backbone.blocks()
+    assert not any(m.training for b in blocks[:2] for m in b.modules())
+    assert all(m.training for b in blocks[2:] for m in b.modules())
+    assert not any(m.training for m in model.backbone.base.embeddings.modules())
+    assert all(m.training for m in model.generators.modules())
+    assert model.head is None or model.head.training
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    off, _ = _build("tiny-bert", "spt_fixed", layers=[2, 3], frozen_eval=False)
+    off.train()
+    assert all(m.training for m in off.modules())
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize(
+    "method,layers", [("lpt", None), ("spt_fixed", [2, 3]), ("ptuning_v2", [2, 3])]
+)
+def test_lower_states_resume_to_identical_logits(name, method, layers):
+    if method == "ptuning_v2" and name in NO_PREFIX:
+        pytest.skip("no key/value prefixes on this family")
+    for head in _heads(name):
+        model, tok = _build(name, method, head=head, layers=layers)
+        assert model.cache_layer is not None
+        batch = _inputs(tok)
+        model.eval()
+        with torch.no_grad():
+            plain = model(**batch)["logits"]
+            lower = model.lower_states(
+                batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+            )
+            resumed = model(**batch, lower=lower)["logits"]
+        assert not lower.requires_grad
+        assert torch.equal(plain, resumed), (name, method, head)
+
+
+def test_training_forward_with_cached_states_is_identical():
+    # Train mode: the upper blocks' dropout draws the same random numbers either way, because
+    # the frozen blocks (eval mode) draw none.
+    model, tok = _build("tiny-bert", "spt_fixed", head="classifier", layers=[2, 3])
+    model.train()
+    batch = {**_inputs(tok), "labels": torch.tensor([1, 0, 1])}
+    lower = model.lower_states(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    results = []
+    for extra in ({}, {"lower": lower}):
+        torch.manual_seed(5)
+        model.zero_grad(set_to_none=True)
+        out = model(**batch, **extra)
+        out["loss"].backward()
+        results.append(
+            (out["logits"].detach(), [p.grad.clone() for p in model.weight_parameters()])
+        )
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.equal(a, b)
+
+
+def _features(tok, n=12, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    feats = []
+    for i in range(n):
+        length = int(torch.randint(4, 14, (1,), generator=gen))
+        ids = [tok.cls_token_id] + torch.randint(1000, 2000, (length,), generator=gen).tolist()
+        ids.append(tok.sep_token_id)
+        feats.append(
+            {
+                "input_ids": ids,
+                "attention_mask": [1] * len(ids),
+                "token_type_ids": [0] * len(ids),
+                "labels": i % 2,
+                "mask_pos": 1,
+            }
+        )
+    return feats
+
+
+def test_cache_serves_batches_in_any_order_and_composition():
+    model, tok = _build("tiny-bert", "lpt", head="classifier")
+    model.eval()
+    feats = _features(tok)
+    cache = LowerStateCache(model, max_mb=64)
+    first = BatchStream(feats, 4, seed=0, pad_token_id=0)
+    other = BatchStream(feats, 5, seed=9, pad_token_id=0)  # other sizes, order, padding
+    with torch.no_grad():
+        for i in range(first.batches_per_epoch):
+            cache.attach(first.batch(i))
+        assert len(cache) == len(feats) and cache.misses == len(feats)
+        for i in range(2 * other.batches_per_epoch):
+            batch = other.batch(i)
+            with_cache = cache.attach(batch)
+            assert "lower" in with_cache
+            plain = model(**batch)["logits"]
+            cached = model(**with_cache)["logits"]
+            torch.testing.assert_close(cached, plain, atol=1e-6, rtol=0)
+    assert cache.misses == len(feats)  # every later row was a hit
+
+
+def test_full_cache_falls_back_to_computing_the_rest():
+    model, tok = _build("tiny-bert", "lpt", head="classifier")
+    model.eval()
+    feats = _features(tok)
+    row_bytes = 4 * model.backbone.hidden_size * max(len(f["input_ids"]) for f in feats)
+    cache = LowerStateCache(model, max_mb=3.5 * row_bytes / 2**20)  # room for ~3 rows
+    stream = BatchStream(feats, 4, seed=0, pad_token_id=0)
+    with torch.no_grad():
+        for i in range(2 * stream.batches_per_epoch):
+            batch = stream.batch(i)
+            torch.testing.assert_close(
+                model(**cache.attach(batch))["logits"], model(**batch)["logits"], atol=1e-6, rtol=0
+            )
+    assert 0 < len(cache) < len(feats) and cache.bytes <= cache.max_bytes
+
+
+def test_cache_is_not_offered_without_frozen_lower_layers():
+    cfg = OmegaConf.create({"cache_lower_layers": True, "cache_max_mb": 16})
+    for method, overrides in (("prompt_tuning", {}), ("lpt", {"frozen_eval": False})):
+        model, _ = _build("tiny-bert", method, **overrides)
+        assert LowerStateCache.for_model(model, cfg) is None
+    model, _ = _build("tiny-bert", "lpt")
+    assert LowerStateCache.for_model(model, cfg) is not None
+    cfg.cache_lower_layers = False
+    assert LowerStateCache.for_model(model, cfg) is None
+
+
+def _retrain(tmp_path, cache_on: bool):
+    model, tok = _build("tiny-bert", "spt_fixed", head="mlm", layers=[2, 3])
+    tcfg = OmegaConf.create(
+        dict(
+            batch_size=4,
+            eval_batch_size=5,
+            grad_accum=1,
+            lr=0.05,
+            weight_decay=0.0,
+            warmup_ratio=0.1,
+            max_grad_norm=1.0,
+            max_steps=9,
+            epochs=None,
+            eval_every=3,
+            patience=0,
+            checkpoint_every=3,
+            device="cpu",
+            precision="fp32",
+            cache_lower_layers=cache_on,
+            cache_max_mb=64,
+        )
+    )
+    torch.manual_seed(0)
+    result = train(
+        model,
+        task=get_task("sst2"),
+        train_features=_features(tok, 12, seed=0),
+        dev_features=_features(tok, 7, seed=1),
+        tcfg=tcfg,
+        seed=3,
+        pad_token_id=0,
+        logger=RunLogger(tmp_path),
+        phase="retrain",
+        checkpoint_path=tmp_path / "ck.pt",
+        progress=False,
+    )
+    return result, trainable_state(model)
+
+
+def test_retrain_with_and_without_the_cache_gives_the_same_run(tmp_path):
+    with_cache, state_a = _retrain(tmp_path / "a", True)
+    without, state_b = _retrain(tmp_path / "b", False)
+    assert with_cache.best_dev == without.best_dev and with_cache.best_step == without.best_step
+    assert with_cache.last_dev == without.last_dev
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        torch.testing.assert_close(state_a[key], state_b[key], atol=1e-6, rtol=1e-5)
+
+
+# -- second-order step -------------------------------------------------------------------------
+def test_finite_difference_passes_see_the_same_dropout_masks():
+    # At w+ = w- the two gate gradients must agree exactly, dropout or not: their gap is
+    # divided by 2R, so mask noise would otherwise pose as curvature.
+    torch.manual_seed(0)
+    model = FakeGatedModel()
+    model.drop.p = 0.5
+    model.train()
+    scfg = OmegaConf.create({"order": "second", "alpha_lr": 0.1, "xi": 0.05})
+    arch = Architect(model, scfg, weight_lr=0.05)
+    batch = collate(fake_features(8, seed=1), 0)
+    weights = {n: p.detach() for n, p in arch._weights().items()}
+    g_plus, g_minus = arch._gate_grads_at(weights, dict(weights), batch)
+    assert all(torch.equal(a, b) for a, b in zip(g_plus, g_minus))
+    # Different random states would have given different gradients here.
+    other = torch.autograd.grad(arch._loss(weights, batch), arch.gates)
+    assert not all(torch.equal(a, b) for a, b in zip(g_plus, other))

@@ -14,7 +14,7 @@ in eval mode, so the states entering that layer are a pure function of the input
 (:meth:`GatedPromptModel.lower_states`); ``forward(lower=...)`` resumes from them, which is how
 ``spt_cli.train.cache`` skips those blocks after the first epoch. The last block is computed
 only at the one position per row that the head reads (``prune_last_block``): its other
-positions are never used.
+positions are never used. Dropout in the backbone uses ``spt_cli.model.fast``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from transformers import DynamicCache
 
 from spt_cli.errors import ConfigError
+from spt_cli.model import fast
 from spt_cli.model.backbones import BackboneAdapter, BlockContext
 from spt_cli.model.heads import ClassifierHead, TaskInfo, classification_loss, summary_index
 from spt_cli.model.methods import MethodSpec
@@ -74,6 +75,8 @@ class GatedPromptModel(nn.Module):
 
         for param in backbone.parameters():
             param.requires_grad_(spec.train_backbone)
+        # Cheaper dropout masks and attention dropout (same law; eval mode untouched).
+        fast.install(backbone.model)
 
         # Input prompt (block 0): lives in word-embedding space; Lester et al.'s init from
         # the embeddings of randomly drawn vocabulary tokens keeps it on that scale.

@@ -64,6 +64,7 @@ def test_gate_closed_carries_prompt_open_replaces_it():
     model, tok = _build("tiny-bert", "spt")  # input prompt + gates at blocks 1, 2, 3
     model.eval()
     model.prune_last_block = False  # the hooks below observe whole blocks, the last one too
+    model.backbone.pack_padding = False  # ... run as transformers modules
     p = model.spec.num_tokens
     assert model.candidate_layers == [1, 2, 3]
     with torch.no_grad():
@@ -121,6 +122,7 @@ def test_only_trainable_params_get_grads_and_no_graph_below_first_prompt(method,
     model, tok = _build("tiny-roberta", method, head="classifier", layers=layers)
     model.train()
     model.prune_last_block = False  # the hooks below observe whole blocks, the last one too
+    model.backbone.pack_padding = False  # ... run as transformers modules
     outputs, grad_mode = {}, {}
 
     def record(i):

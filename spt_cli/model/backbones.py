@@ -419,36 +419,36 @@ class BertLikeAdapter(BackboneAdapter):
             token_type_ids=token_type_ids,
         )
 
+    # With padding, a block's linear layers (12 d^2 FLOPs per position, most of the block) run
+    # on the real positions only ("packed"); attention keeps the padded layout and its mask.
+    # Padded positions then hold zeros instead of unread values. Worth it from this share of
+    # padding on (few-shot RTE batches are about half padding).
+    PACK_MIN_PADDING = 0.1
+    pack_padding = True  # False: every block runs as the transformers module (e.g. for hooks)
+
     def context(self, hidden, mask2d, state, position_offset=0, prefix_len=0):
         cache = _offset_cache(hidden.shape[0], prefix_len, hidden) if prefix_len else None
         mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden, attention_mask=mask2d, cache=cache
         )
-        return BlockContext(mask=mask, mask2d=mask2d)
+        real = mask2d[:, prefix_len:].reshape(-1)  # mask2d covers prefix + hidden's positions
+        packed = None
+        limit = (1 - self.PACK_MIN_PADDING) * real.numel()
+        if self.pack_padding and real.numel() and int(real.sum()) <= limit:
+            packed = real.nonzero().squeeze(1)
+        return BlockContext(mask=mask, mask2d=mask2d, extra={"packed": packed})
 
-    def run_block(self, index, hidden, ctx, cache=None):
-        return self.blocks()[index](hidden, ctx.mask, cache=cache)
+    @staticmethod
+    def _plain(layer: nn.Module) -> bool:
+        """A BertLayer/RobertaLayer without cross-attention (what the split paths handle)."""
+        return not getattr(layer, "add_cross_attention", False) and hasattr(
+            layer.attention.self, "query"
+        )
 
-    def run_block_rows(self, index, hidden, ctx, rows, cache=None):
-        # BertLayer / RobertaLayer taken apart: queries, attention output and feed-forward
-        # for the kept positions only; keys and values (and the cache) for all of them.
-        layer = self.blocks()[index]
-        attention = layer.attention
-        sa = attention.self
-        if getattr(layer, "add_cross_attention", False) or not hasattr(sa, "query"):
-            return super().run_block_rows(index, hidden, ctx, rows, cache)
-        batch = hidden.shape[0]
-        at = torch.arange(batch, device=hidden.device)
-        kept = hidden[at, rows].unsqueeze(1)  # [B, 1, d]
-        heads = (batch, -1, sa.num_attention_heads, sa.attention_head_size)
-        query = sa.query(kept).view(heads).transpose(1, 2)
-        key = sa.key(hidden).view(heads).transpose(1, 2)
-        value = sa.value(hidden).view(heads).transpose(1, 2)
-        if cache is not None:
-            key, value = cache.update(key, value, sa.layer_idx)
-        mask = ctx.mask
-        if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1:
-            mask = mask[at, :, rows].unsqueeze(2)  # [B, 1, 1, keys]: the kept queries' rows
+    @staticmethod
+    def _attend(layer: nn.Module, query, key, value, mask) -> torch.Tensor:
+        """The layer's configured attention function (as BertSelfAttention calls it)."""
+        sa = layer.attention.self
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(
             sa.config._attn_implementation, _eager_attention(sa)
         )
@@ -461,7 +461,63 @@ class BertLikeAdapter(BackboneAdapter):
             dropout=sa.dropout.p if sa.training else 0.0,
             scaling=sa.scaling,
         )
-        out = attention.output(out.reshape(batch, 1, -1).contiguous(), kept)
+        return out  # [B, queries, heads, head_dim]
+
+    @staticmethod
+    def _spread(values: torch.Tensor, packed: torch.Tensor, batch: int, length: int):
+        """[N, d] values of the real positions -> [B, T, d] with zeros at the padding."""
+        full = values.new_zeros(batch * length, values.shape[-1])
+        return full.index_copy(0, packed, values).view(batch, length, -1)
+
+    def run_block(self, index, hidden, ctx, cache=None):
+        layer = self.blocks()[index]
+        packed = ctx.extra.get("packed")
+        if packed is None or not self._plain(layer):
+            return layer(hidden, ctx.mask, cache=cache)
+        # BertLayer taken apart so that its linear layers see the real positions only.
+        batch, length, dim = hidden.shape
+        sa = layer.attention.self
+        heads = (batch, length, sa.num_attention_heads, sa.attention_head_size)
+        x = hidden.reshape(batch * length, dim).index_select(0, packed)
+
+        def spread(values):
+            return self._spread(values, packed, batch, length).view(heads).transpose(1, 2)
+
+        query, key, value = spread(sa.query(x)), spread(sa.key(x)), spread(sa.value(x))
+        if cache is not None:
+            key, value = cache.update(key, value, sa.layer_idx)
+        out = self._attend(layer, query, key, value, ctx.mask)
+        out = out.reshape(batch * length, -1).index_select(0, packed)
+        out = layer.feed_forward_chunk(layer.attention.output(out, x))
+        return self._spread(out, packed, batch, length)
+
+    def run_block_rows(self, index, hidden, ctx, rows, cache=None):
+        # BertLayer / RobertaLayer taken apart: queries, attention output and feed-forward
+        # for the kept positions only; keys and values (and the cache) for all of them.
+        layer = self.blocks()[index]
+        if not self._plain(layer):
+            return super().run_block_rows(index, hidden, ctx, rows, cache)
+        sa = layer.attention.self
+        batch, length, dim = hidden.shape
+        at = torch.arange(batch, device=hidden.device)
+        kept = hidden[at, rows].unsqueeze(1)  # [B, 1, d]
+        heads = (batch, -1, sa.num_attention_heads, sa.attention_head_size)
+        query = sa.query(kept).view(heads).transpose(1, 2)
+        packed = ctx.extra.get("packed")
+        if packed is None:
+            key = sa.key(hidden).view(heads).transpose(1, 2)
+            value = sa.value(hidden).view(heads).transpose(1, 2)
+        else:
+            x = hidden.reshape(batch * length, dim).index_select(0, packed)
+            key = self._spread(sa.key(x), packed, batch, length).view(heads).transpose(1, 2)
+            value = self._spread(sa.value(x), packed, batch, length).view(heads).transpose(1, 2)
+        if cache is not None:
+            key, value = cache.update(key, value, sa.layer_idx)
+        mask = ctx.mask
+        if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1:
+            mask = mask[at, :, rows].unsqueeze(2)  # [B, 1, 1, keys]: the kept queries' rows
+        out = self._attend(layer, query, key, value, mask)
+        out = layer.attention.output(out.reshape(batch, 1, -1).contiguous(), kept)
         return layer.feed_forward_chunk(out)
 
     def lm_logits(self, hidden):

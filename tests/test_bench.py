@@ -1,0 +1,55 @@
+"""Smoke test of scripts/bench.py on a tiny backbone: it runs and reports every measure.
+
+No timing assertions: speed targets are measured by the benchmark itself, not in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+STEPS = {
+    "prompt_tuning",
+    "peft_prompt_tuning",
+    "spt_fixed_mid",
+    "deep_prompt",
+    "search_first",
+    "search_second",
+    "mm_reference",
+    "epoch_nocache",
+    "epoch_cache",
+}
+RATIOS = {"P1", "P2", "P3_first", "P3_second", "P4", "P6", "e2e_s"}
+
+
+def test_bench_quick_on_tiny_bert_reports_every_measure(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench.py"), "--model", "tiny-bert"]
+    cmd += ["--repeats", "1", "--quick", "--batch", "4", "--length", "32", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {"model", "machine", "steps", "flops", "ratios", "targets", "met", "memory"} <= set(
+        result
+    )
+    assert result["model"] == "tiny-bert" and result["batch"] == 4 and result["length"] == 32
+    assert STEPS <= set(result["steps"])
+    for timing in result["steps"].values():
+        assert timing["median_s"] > 0 and len(timing["times_s"]) == 1
+    assert set(result["ratios"]) == RATIOS and set(result["targets"]) == RATIOS
+    for key in RATIOS - {"e2e_s"}:  # e2e only with --e2e
+        assert result["ratios"][key] > 0, key
+        assert isinstance(result["met"][key], bool)
+    assert result["ratios"]["e2e_s"] is None
+    flops = result["flops"]
+    assert flops["mm_reference_gflops"] > 0
+    assert all(flops["per_step"][name] > 0 for name in STEPS if name in flops["per_step"])
+    for name in STEPS - {"mm_reference", "epoch_nocache", "epoch_cache"}:
+        assert result["memory"][name]["saved_mb"] > 0
+        assert "peak_rss_mb" in result["memory"][name]  # measured with --rss only
+    assert result["p6_by_layer"] and result["machine"]["threads"] >= 1
+    # The markdown table goes to stdout.
+    assert "| P1 ours / PEFT prompt tuning step |" in proc.stdout

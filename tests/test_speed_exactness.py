@@ -108,17 +108,23 @@ def test_pruned_last_block_gradients_match():
     "method,layers", [("prompt_tuning", None), ("spt", None), ("lpt", None), ("ptuning_v2", [1, 3])]
 )
 def test_packed_blocks_give_the_padded_logits_and_gradients(name, method, layers, monkeypatch):
-    calls = []
-    original = BertLikeAdapter._spread
+    calls, grouped = [], []
+    original, original_groups = BertLikeAdapter._spread, BertLikeAdapter._attend_groups
     monkeypatch.setattr(
         BertLikeAdapter,
         "_spread",
         staticmethod(lambda *a: calls.append(1) or original(*a)),
     )
+    monkeypatch.setattr(
+        BertLikeAdapter,
+        "_attend_groups",
+        lambda self, *a: grouped.append(1) or original_groups(self, *a),
+    )
+    texts = ("good " * 40, "bad", "fine , not more " * 4, "a truly great movie , i loved it")
     for head in ("classifier", "mlm"):
         model, tok = _build(name, method, head=head, layers=layers)
         model.eval()  # no dropout: both layouts compute the same function
-        batch = {**_inputs(tok), "labels": torch.tensor([1, 0, 1])}
+        batch = {**_inputs(tok, texts), "labels": torch.tensor([1, 0, 1, 1])}
         results = []
         for pack in (True, False):
             model.backbone.pack_padding = pack
@@ -132,6 +138,8 @@ def test_packed_blocks_give_the_padded_logits_and_gradients(name, method, layers
         for key in results[0][1]:
             torch.testing.assert_close(results[0][1][key], results[1][1][key], atol=1e-6, rtol=1e-4)
     assert calls  # the packed path ran
+    if method != "ptuning_v2":  # prefixes keep the padded layout for attention
+        assert grouped  # ... with rows grouped by length for attention
 
 
 def test_mean_pooling_is_not_pruned_and_still_exact():
@@ -429,7 +437,8 @@ def test_training_with_fast_dropout_learns():
     model, tok = _build("tiny-bert", "lpt", head="classifier")
     assert model.backbone.config._attn_implementation == fast.ATTN_NAME
     model.train()
-    batch = {**_inputs(tok), "labels": torch.tensor([1, 0, 1])}
+    texts = ("good " * 40, "bad", "fine , not more " * 4)  # packed, grouped by length
+    batch = {**_inputs(tok, texts), "labels": torch.tensor([1, 0, 1])}
     opt = torch.optim.AdamW(model.weight_parameters(), lr=0.05)
     losses = []
     for _ in range(15):

@@ -377,6 +377,67 @@ class BackboneAdapter(nn.Module):
         return self.base(**kwargs).last_hidden_state
 
 
+@dataclass
+class LengthGroups:
+    """Rows of a right-padded batch grouped by length, as gathers over packed positions.
+
+    ``index[g]`` [rows, width]: packed position of each (row, t) of group g, N (a zero row)
+    past a row's end; ``real[g]``: the entries of ``index[g].view(-1)`` that are real;
+    ``masks[g]`` [rows, 1, 1, width]: key mask; ``inverse``: from the concatenated real
+    entries of all groups back to packed order.
+    """
+
+    index: list[torch.Tensor]
+    real: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    inverse: torch.Tensor
+
+
+# A group ends where a row is shorter than this share of the group's longest row.
+GROUP_RATIO = 0.75
+MAX_GROUPS = 4
+
+
+def _length_groups(mask2d: torch.Tensor) -> LengthGroups | None:
+    """Length groups of a right-padded batch, or None when they would not save attention
+    work (rows of similar length) or the padding is not at the right."""
+    lengths = mask2d.sum(1)
+    width = mask2d.shape[1]
+    positions = torch.arange(width, device=mask2d.device)
+    if not bool((mask2d.bool() == (positions < lengths.unsqueeze(1))).all()):
+        return None
+    lens = lengths.tolist()
+    order = sorted(range(len(lens)), key=lambda r: (-lens[r], r))
+    groups: list[list[int]] = []
+    for row in order:
+        if groups and (lens[row] >= GROUP_RATIO * lens[groups[-1][0]] or len(groups) == MAX_GROUPS):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    padded = len(lens) * width**2
+    grouped = sum(len(g) * lens[g[0]] ** 2 for g in groups)
+    if grouped > 0.75 * padded:
+        return None
+    total = int(lengths.sum())
+    starts = torch.cumsum(lengths, 0) - lengths  # packed offset of each row (row-major)
+    index, real, masks, order_real = [], [], [], []
+    for group in groups:
+        rows = torch.tensor(group, device=mask2d.device)
+        span = lens[group[0]]
+        t = positions[:span].unsqueeze(0)
+        inside = t < lengths[rows].unsqueeze(1)  # [rows, span]
+        idx = torch.where(inside, starts[rows].unsqueeze(1) + t, torch.full_like(t, total))
+        flat = idx.reshape(-1)
+        keep = inside.reshape(-1).nonzero().squeeze(1)
+        index.append(idx)
+        real.append(keep)
+        masks.append(inside[:, None, None, :])
+        order_real.append(flat[keep])
+    inverse = torch.empty(total, dtype=torch.long, device=mask2d.device)
+    inverse[torch.cat(order_real)] = torch.arange(total, device=mask2d.device)
+    return LengthGroups(index, real, masks, inverse)
+
+
 def _eager_attention(module: nn.Module):
     """The eager attention function of the module's own modelling file (the fallback of
     transformers' attention dispatch when no other implementation is configured)."""
@@ -432,11 +493,13 @@ class BertLikeAdapter(BackboneAdapter):
             config=self.config, inputs_embeds=hidden, attention_mask=mask2d, cache=cache
         )
         real = mask2d[:, prefix_len:].reshape(-1)  # mask2d covers prefix + hidden's positions
-        packed = None
+        packed, groups = None, None
         limit = (1 - self.PACK_MIN_PADDING) * real.numel()
         if self.pack_padding and real.numel() and int(real.sum()) <= limit:
             packed = real.nonzero().squeeze(1)
-        return BlockContext(mask=mask, mask2d=mask2d, extra={"packed": packed})
+            if not prefix_len:  # prefix key/values come per row of the whole batch
+                groups = _length_groups(mask2d)
+        return BlockContext(mask=mask, mask2d=mask2d, extra={"packed": packed, "groups": groups})
 
     @staticmethod
     def _plain(layer: nn.Module) -> bool:
@@ -483,13 +546,33 @@ class BertLikeAdapter(BackboneAdapter):
         def spread(values):
             return self._spread(values, packed, batch, length).view(heads).transpose(1, 2)
 
-        query, key, value = spread(sa.query(x)), spread(sa.key(x)), spread(sa.value(x))
-        if cache is not None:
-            key, value = cache.update(key, value, sa.layer_idx)
-        out = self._attend(layer, query, key, value, ctx.mask)
-        out = out.reshape(batch * length, -1).index_select(0, packed)
+        groups = ctx.extra.get("groups")
+        if groups is not None and cache is None:
+            out = self._attend_groups(layer, x, groups)
+        else:
+            query, key, value = spread(sa.query(x)), spread(sa.key(x)), spread(sa.value(x))
+            if cache is not None:
+                key, value = cache.update(key, value, sa.layer_idx)
+            out = self._attend(layer, query, key, value, ctx.mask)
+            out = out.reshape(batch * length, -1).index_select(0, packed)
         out = layer.feed_forward_chunk(layer.attention.output(out, x))
         return self._spread(out, packed, batch, length)
+
+    def _attend_groups(self, layer: nn.Module, x: torch.Tensor, groups: LengthGroups):
+        """Attention of packed positions ``x`` [N, d], rows grouped by length so that each
+        group is padded to its own longest row only (attention costs length^2 per row)."""
+        sa = layer.attention.self
+        heads, size = sa.num_attention_heads, sa.attention_head_size
+        qkv = torch.cat([sa.query(x), sa.key(x), sa.value(x)], -1)
+        qkv = torch.cat([qkv, qkv.new_zeros(1, qkv.shape[1])])  # row N: the padding
+        pieces = []
+        for index, real, mask in zip(groups.index, groups.real, groups.masks):
+            rows, width = index.shape
+            g = qkv.index_select(0, index.reshape(-1)).view(rows, width, 3, heads, size)
+            query, key, value = (g[:, :, i].transpose(1, 2) for i in range(3))
+            out = self._attend(layer, query, key, value, mask)  # [rows, width, heads, size]
+            pieces.append(out.reshape(rows * width, heads * size).index_select(0, real))
+        return torch.cat(pieces).index_select(0, groups.inverse)
 
     def run_block_rows(self, index, hidden, ctx, rows, cache=None):
         # BertLayer / RobertaLayer taken apart: queries, attention output and feed-forward

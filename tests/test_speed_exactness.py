@@ -309,8 +309,10 @@ def test_cache_is_not_offered_without_frozen_lower_layers():
     assert LowerStateCache.for_model(model, cfg) is None
 
 
-def _retrain(tmp_path, cache_on: bool):
-    model, tok = _build("tiny-bert", "spt_fixed", head="mlm", layers=[2, 3])
+def _retrain(tmp_path, cache_on: bool, model=None, resume=False):
+    if model is None:
+        model, tok = _build("tiny-bert", "spt_fixed", head="mlm", layers=[2, 3])
+    tok = model.tokenizer
     tcfg = OmegaConf.create(
         dict(
             batch_size=4,
@@ -344,6 +346,7 @@ def _retrain(tmp_path, cache_on: bool):
         phase="retrain",
         checkpoint_path=tmp_path / "ck.pt",
         progress=False,
+        resume=resume,
     )
     return result, trainable_state(model)
 
@@ -356,6 +359,48 @@ def test_retrain_with_and_without_the_cache_gives_the_same_run(tmp_path):
     assert state_a.keys() == state_b.keys()
     for key in state_a:  # float noise only: states cached from other batch compositions
         torch.testing.assert_close(state_a[key], state_b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_cached_states_do_not_depend_on_the_batch_they_came_in():
+    model, tok = _build("tiny-bert", "lpt", head="classifier")
+    model.eval()
+    feats = _features(tok)
+    caches = []
+    for size, seed in ((4, 0), (5, 9)):
+        cache = LowerStateCache(model, max_mb=64)
+        stream = BatchStream(feats, size, seed=seed, pad_token_id=0)
+        with torch.no_grad():
+            for i in range(stream.batches_per_epoch):
+                cache.attach(stream.batch(i))
+        caches.append(cache._store)
+    assert caches[0].keys() == caches[1].keys()
+    assert all(torch.equal(caches[0][k], caches[1][k]) for k in caches[0])
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_with_the_cache_continues_bit_exactly(tmp_path):
+    # The cache is rebuilt after a resume, from other batches: it must hold the same states.
+    _, full = _retrain(tmp_path / "full", True)
+    model, _ = _build("tiny-bert", "spt_fixed", head="mlm", layers=[2, 3])
+    original, calls = model.forward, {"n": 0}
+
+    def dies(*a, **k):
+        calls["n"] += model.training
+        if calls["n"] > 7:  # during step 8, after the checkpoint at step 6
+            raise _Killed
+        return original(*a, **k)
+
+    model.forward = dies
+    with pytest.raises(_Killed):
+        _retrain(tmp_path / "part", True, model=model)
+    model, _ = _build("tiny-bert", "spt_fixed", head="mlm", layers=[2, 3])
+    result, resumed = _retrain(tmp_path / "part", True, model=model, resume=True)
+    assert result.resumed_from == 6
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
 # -- second-order step -------------------------------------------------------------------------

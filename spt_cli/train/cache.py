@@ -4,12 +4,14 @@ With ``method.frozen_eval`` the frozen blocks below the first prompt layer run i
 (no dropout), so the states they hand to that layer are a pure function of the input ids: they
 are computed once per example and reused by every later epoch and dev evaluation. Entries are
 keyed by the example's unpadded token ids (and token types), so batches may come in any order
-or composition. Only real positions are stored; padding is filled with zeros, which no real
-position ever reads (padded keys are masked, and heads and pooling read real positions only).
+or composition. Each example's states are computed on their own (unpadded), so they do not
+depend on the batch an example first came in: a resumed run rebuilds the same cache. Only real
+positions are stored; padding is filled with zeros, which no real position ever reads (padded
+keys are masked, and heads and pooling read real positions only).
 
 The cache is bounded by ``max_mb``: once full, new examples are computed each time they are
-seen (the fallback) and nothing is evicted, so a working set larger than the cap degrades to
-the uncached speed instead of thrashing.
+seen (the fallback, one at a time as above) and nothing is evicted, so a working set larger
+than the cap degrades to about the uncached speed instead of thrashing.
 """
 
 from __future__ import annotations
@@ -74,33 +76,31 @@ class LowerStateCache:
         if rows is None:
             return batch
         keys, lens = rows
-        missing = [i for i, k in enumerate(keys) if k not in self._store]
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        computed = None
-        if missing:
-            sub = {k: batch[k][missing] for k in _KEYS if k in batch}
-            # Stored states outlive an evaluation's inference mode: make them normal tensors.
-            with torch.inference_mode(False), torch.no_grad():
-                computed = self.model.lower_states(**sub)
-                for j, i in enumerate(missing):
-                    self._put(keys[i], computed[j, : lens[i]])
-        if computed is not None and len(missing) == len(keys):
-            lower = computed  # nothing was cached: exactly the uncached states
-        else:
-            first = self._store.get(keys[0])
-            like = first if first is not None else computed
-            assert like is not None
-            width = batch["attention_mask"].shape[1]
-            lower = like.new_zeros(len(keys), width, like.shape[-1])
-            pos = {i: j for j, i in enumerate(missing)}
-            for i, k in enumerate(keys):
-                row = self._store.get(k)
-                if row is None:  # did not fit in the cache
-                    assert computed is not None
-                    row = computed[pos[i], : lens[i]]
-                lower[i, : lens[i]] = row
+        found: dict[bytes, torch.Tensor] = {}
+        for i, key in enumerate(keys):
+            if key in found:
+                continue
+            states = self._store.get(key)
+            if states is None:
+                self.misses += 1
+                states = self._compute(batch, i, lens[i])
+                self._put(key, states)
+            else:
+                self.hits += 1
+            found[key] = states
+        first = found[keys[0]]
+        lower = first.new_zeros(len(keys), batch["attention_mask"].shape[1], first.shape[-1])
+        for i, key in enumerate(keys):
+            lower[i, : lens[i]] = found[key]
         return {**batch, "lower": lower}
+
+    def _compute(self, batch: dict[str, torch.Tensor], row: int, length: int) -> torch.Tensor:
+        # One example at a time, unpadded: its states then depend on the example only, not on
+        # the batch it first came in, so a resumed run rebuilds exactly the same cache.
+        one = {k: batch[k][row : row + 1, :length] for k in _KEYS if k in batch}
+        # Stored states outlive an evaluation's inference mode: make them normal tensors.
+        with torch.inference_mode(False), torch.no_grad():
+            return self.model.lower_states(**one)[0].clone()
 
     def _put(self, key: bytes, states: torch.Tensor) -> None:
         size = states.numel() * states.element_size()
@@ -115,5 +115,5 @@ class LowerStateCache:
                     file=sys.stderr,
                 )
             return
-        self._store[key] = states.clone()  # its own storage, not a view of the whole batch
+        self._store[key] = states
         self.bytes += size

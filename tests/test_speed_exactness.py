@@ -491,5 +491,5 @@ def test_training_with_fast_dropout_learns():
         loss = model(**batch)["loss"]
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and min(losses[-3:]) < losses[0]

@@ -32,7 +32,7 @@ wall=$(( $(date +%s) - start ))
   echo
   echo "- command: \`bash scripts/reproduce_cpu_fewshot.sh\` (TASKS=$TASKS SEEDS=$SEEDS BASELINES=$BASELINES $*)"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); wall time: $((wall / 60)) min $((wall % 60)) s"
-  echo "- machine: $(nproc) CPU cores ($(uname -m)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, no GPU;" \
+  echo "- machine: $(nproc --all) CPU cores ($(uname -m)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, no GPU;" \
        "$(.venv/bin/python -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")')"
   echo "- code: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "- backbone: all-MiniLM-L6-v2 (real weights, classifier head); experiment=cpu_fewshot"

@@ -88,6 +88,10 @@ def validate(cfg: DictConfig) -> None:
     s = cfg.search
     if str(s.order) not in ("first", "second"):
         raise ConfigError(f"search.order={s.order} is not known; use search.order=first or second")
+    if str(s.get("hessian", "central")) not in ("central", "forward"):
+        raise ConfigError(
+            f"search.hessian={s.hessian} is not known; use search.hessian=central or forward"
+        )
     _int(cfg, "search.budget", 1, allow_none=True)
     _int(cfg, "search.max_steps", 1, allow_none=True)
     portion = s.alpha_portion

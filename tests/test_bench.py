@@ -18,11 +18,12 @@ STEPS = {
     "deep_prompt",
     "search_first",
     "search_second",
+    "search_second_forward",
     "mm_reference",
     "epoch_nocache",
     "epoch_cache",
 }
-RATIOS = {"P1", "P2", "P3_first", "P3_second", "P4", "P6", "e2e_s"}
+RATIOS = {"P1", "P2", "P3_first", "P3_second", "P3_second_forward", "P4", "P6", "e2e_s"}
 
 
 def test_bench_quick_on_tiny_bert_reports_every_measure(tmp_path):

@@ -48,6 +48,7 @@ def test_help_lists_stages_groups_and_choices(capsys):
         (["search", "trainer.lr=-1"], "trainer.lr must be a positive number, got -1"),
         (["search", "split=few_shot"], "split=few_shot needs shots=K"),
         (["search", "search.order=third"], "search.order=third is not known"),
+        (["search", "search.hessian=exact"], "search.hessian=exact is not known"),
         (["search", "-m", "dataset=rte,nope"], "unknown dataset 'nope'"),
         (["search", "stage=train"], "give the stage as the first word"),
     ],

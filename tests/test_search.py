@@ -24,6 +24,7 @@ def scfg(**kw):
         anneal=False,
         tau_start=1.0,
         tau_end=1.0,
+        hessian="central",
     )
     base.update(kw)
     return OmegaConf.create(base)
@@ -48,35 +49,87 @@ def test_first_order_moves_only_the_gates():
             assert torch.equal(before[n], after[n]), n
 
 
-def test_second_order_matches_exact_unrolled_gradient():
-    """DARTS' finite-difference hypergradient ~ the exact gradient through the virtual step."""
-    torch.manual_seed(0)
-    model = FakeGatedModel().double()
-    model.drop.p = 0.0
-    model.alpha.data = torch.tensor([0.3, -0.2, 0.5], dtype=torch.double)
-    w_batch, a_batch = batches()
-    xi = 0.05
-    arch = Architect(model, scfg(order="second", xi=xi), weight_lr=xi)
-    approx_loss, approx = arch._second_order(w_batch, a_batch)
-    approx = torch.stack(approx)
-
+def exact_unrolled_gradient(model, w_batch, a_batch, xi, rng_state=None):
+    """grad_alpha L_val(w - xi grad_w L_train(w, alpha), alpha) by autograd through the virtual
+    step; with ``rng_state``, the two passes draw from it as the architect's passes do."""
     weights = {n: p for n, p in model.named_parameters() if p.requires_grad and n != "alpha"}
     names = list(weights)
+    if rng_state is not None:
+        torch.set_rng_state(rng_state)
     train_loss = functional_call(model, weights, args=(), kwargs=w_batch)["loss"]
     g = torch.autograd.grad(train_loss, [weights[n] for n in names], create_graph=True)
     virtual = {n: weights[n] - xi * gi for n, gi in zip(names, g)}
     val = functional_call(model, virtual, args=(), kwargs=a_batch)["loss"]
-    exact = torch.autograd.grad(val, model.alpha)[0]
-    assert torch.allclose(approx, exact, rtol=1e-3, atol=1e-7)
+    return torch.autograd.grad(val, model.alpha)[0], virtual
+
+
+def double_model():
+    torch.manual_seed(0)
+    model = FakeGatedModel().double()
+    model.drop.p = 0.0
+    model.alpha.data = torch.tensor([0.3, -0.2, 0.5], dtype=torch.double)
+    return model
+
+
+@pytest.mark.parametrize("hessian,rtol", [("central", 1e-3), ("forward", 2e-3)])
+def test_second_order_matches_exact_unrolled_gradient(hessian, rtol):
+    """DARTS' finite-difference hypergradient ~ the exact gradient through the virtual step
+    (the one-sided difference has an O(R) error, the central one O(R^2))."""
+    model = double_model()
+    w_batch, a_batch = batches()
+    xi = 0.05
+    arch = Architect(model, scfg(order="second", xi=xi, hessian=hessian), weight_lr=xi)
+    approx_loss, approx = arch._second_order(w_batch, a_batch)
+    approx = torch.stack(approx)
+
+    exact, virtual = exact_unrolled_gradient(model, w_batch, a_batch, xi)
+    assert torch.allclose(approx, exact, rtol=rtol, atol=1e-7)
     # ... and differs from the first-order gradient (the correction term matters here).
-    first = torch.autograd.grad(
-        functional_call(model, {n: virtual[n].detach() for n in names}, args=(), kwargs=a_batch)[
-            "loss"
-        ],
-        model.alpha,
-    )[0]
-    assert not torch.allclose(first, exact, rtol=1e-3, atol=1e-7)
+    detached = {n: v.detach() for n, v in virtual.items()}
+    first_loss = functional_call(model, detached, args=(), kwargs=a_batch)["loss"]
+    first = torch.autograd.grad(first_loss, model.alpha)[0]
+    assert not torch.allclose(first, exact, rtol=rtol, atol=1e-7)
     assert torch.isfinite(approx_loss)
+
+
+def test_forward_difference_replays_the_virtual_pass_dropout_masks():
+    """With dropout, the w+ pass must see the virtual pass's masks: the difference over the
+    tiny R is then the curvature under those masks, not mask noise. The stream afterwards is
+    where the two passes a first-order reading of the batches would leave it (no mask reuse)."""
+    model = double_model()
+    model.drop.p = 0.5
+    w_batch, a_batch = batches()
+    xi = 0.05
+    arch = Architect(model, scfg(order="second", xi=xi, hessian="forward"), weight_lr=xi)
+    torch.manual_seed(123)
+    start = torch.get_rng_state()
+    _, approx = arch._second_order(w_batch, a_batch)
+    after = torch.get_rng_state()
+    exact, _ = exact_unrolled_gradient(model, w_batch, a_batch, xi, rng_state=start)
+    assert torch.allclose(torch.stack(approx), exact, rtol=2e-3, atol=1e-7)
+
+    torch.set_rng_state(start)
+    model(**w_batch)
+    model(**a_batch)
+    assert torch.equal(after, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("hessian,passes", [("central", 4), ("forward", 3)])
+def test_second_order_passes_per_alpha_step(hessian, passes, monkeypatch):
+    model = double_model()
+    calls = []
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    arch = Architect(model, scfg(order="second", hessian=hessian), weight_lr=0.05)
+    arch.step(*batches(), 0, 10)
+    assert len(calls) == passes
+
+
+def test_unknown_hessian_is_a_config_error():
+    from spt_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="search.hessian=exact"):
+        Architect(FakeGatedModel(), scfg(order="second", hessian="exact"), weight_lr=0.05)
 
 
 def test_budget_penalty_pushes_gate_sum_to_budget():

@@ -4,8 +4,12 @@ First order: alpha <- alpha - lr * grad_alpha L_val(w, alpha).
 Second order (DARTS, Liu et al. 2019, eq. 7-8): with the virtual step w' = w - xi grad_w
 L_train(w, alpha), grad_alpha L_val(w', alpha) - xi * (grad_alpha L_train(w+, alpha) -
 grad_alpha L_train(w-, alpha)) / (2 R), where w+- = w +- R grad_w' L_val(w', alpha) and
-R = 0.01 / ||grad_w' L_val||. Everything runs through ``torch.func.functional_call`` on the
-small trainable weights; the frozen backbone is never copied.
+R = 0.01 / ||grad_w' L_val||. ``search.hessian=forward`` replaces that central difference by the
+one-sided (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w, alpha)) / R, reusing the
+virtual step's pass for the second term: four passes over a batch instead of five, with an
+O(R) instead of O(R^2) truncation error. Everything runs through
+``torch.func.functional_call`` on the small trainable weights; the frozen backbone is never
+copied.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ class Architect:
             from spt_cli.errors import ConfigError
 
             raise ConfigError(f"search.order={self.order} is not known; use first or second")
+        self.hessian = str(scfg.get("hessian", "central"))
+        if self.hessian not in ("central", "forward"):
+            from spt_cli.errors import ConfigError
+
+            raise ConfigError(f"search.hessian={self.hessian} is not known; use central or forward")
         self.xi = float(scfg.get("xi") or weight_lr)
         self.budget = scfg.get("budget")
         self.penalty = float(scfg.get("budget_penalty") or 0.0)
@@ -87,10 +96,16 @@ class Architect:
     def _second_order(self, w_batch: dict, alpha_batch: dict):
         weights = self._weights()
         names = list(weights)
+        forward = self.hessian == "forward"
+        device = _device(weights)
+        before_virtual = _rng_get(device)
         # Virtual step w' = w - xi * grad_w L_train(w, alpha) (plain SGD, as in DARTS' unrolled
-        # model; the AdamW moments are not part of the approximation).
+        # model; the AdamW moments are not part of the approximation). The one-sided difference
+        # also takes grad_alpha L_train(w, alpha) from this pass (almost free: same backward).
         train_loss = self._loss(weights, w_batch)
-        g_w = torch.autograd.grad(train_loss, [weights[n] for n in names], allow_unused=True)
+        wanted = [weights[n] for n in names] + (self.gates if forward else [])
+        grads_train = torch.autograd.grad(train_loss, wanted, allow_unused=True)
+        g_w, g_here = grads_train[: len(names)], grads_train[len(names) :]
         virtual = {
             n: (weights[n] - self.xi * (g if g is not None else 0)).detach().requires_grad_(True)
             for n, g in zip(names, g_w)
@@ -106,11 +121,22 @@ class Architect:
         with torch.no_grad():
             w_plus = {n: weights[n] + r * g for n, g in zip(names, d_w)}
             w_minus = {n: weights[n] - r * g for n, g in zip(names, d_w)}
-        g_plus, g_minus = self._gate_grads_at(w_plus, w_minus, w_batch)
+        if forward:
+            # w+ under the virtual pass's random state: both terms see the same dropout masks.
+            # The stream then continues from after the validation pass, so later passes do not
+            # reuse these masks.
+            after_val = _rng_get(device)
+            _rng_set(device, before_virtual)
+            g_plus = torch.autograd.grad(self._loss(w_plus, w_batch), self.gates, allow_unused=True)
+            _rng_set(device, after_val)
+            g_minus, span = g_here, r
+        else:
+            g_plus, g_minus = self._gate_grads_at(w_plus, w_minus, w_batch)
+            span = 2 * r
         out = []
         for da, gp, gm in zip(d_alpha, g_plus, g_minus):
             da = da if da is not None else 0.0
-            hess = ((gp if gp is not None else 0.0) - (gm if gm is not None else 0.0)) / (2 * r)
+            hess = ((gp if gp is not None else 0.0) - (gm if gm is not None else 0.0)) / span
             out.append(da - self.xi * hess)
         return val_loss, out
 
@@ -122,7 +148,7 @@ class Architect:
         that gap. Replaying the RNG makes both passes see the same masks; the stream then goes
         on from where one pass leaves it.
         """
-        device = next(iter(w_plus.values())).device if w_plus else torch.device("cpu")
+        device = _device(w_plus)
         state = _rng_get(device)
         g_plus = torch.autograd.grad(self._loss(w_plus, batch), self.gates, allow_unused=True)
         _rng_set(device, state)
@@ -148,6 +174,10 @@ class Architect:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("tau") is not None:
             self.model.set_tau(state["tau"])
+
+
+def _device(params: dict[str, torch.Tensor]) -> torch.device:
+    return next(iter(params.values())).device if params else torch.device("cpu")
 
 
 def _rng_get(device: torch.device) -> tuple:

@@ -447,6 +447,25 @@ def test_fast_dropout_keeps_one_minus_p_and_scales():
     assert drop(x) is x
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_keep_mask_is_bernoulli_one_minus_p_at_every_position(p):
+    torch.manual_seed(0)
+    like = torch.empty(4000, 1001)  # not a multiple of 4: the last int64 draw is cut
+    mask = fast.keep_mask(like, p)
+    assert mask.shape == like.shape and set(mask.unique().tolist()) <= {0, 1}
+    # Each int64 draw feeds four positions; every one of the four must keep at 1 - p
+    # (the top 16-bit chunk of a non-negative int64 has only 15 random bits).
+    flat = mask.flatten()[: 4000 * 1000].view(-1, 4).double()
+    sigma = (p * (1 - p) / flat.shape[0]) ** 0.5
+    for column in flat.T:
+        assert abs(column.mean().item() - (1 - p)) < 5 * sigma
+    # Neighbours are independent: P(both kept) = (1 - p)^2.
+    both = (flat[:, 0] * flat[:, 1]).mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * sigma
+    torch.manual_seed(0)
+    assert torch.equal(fast.keep_mask(like, p), mask)  # deterministic for a seed
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_dropout_attention_matches_its_autograd_reference(masked):
     torch.manual_seed(0)

@@ -6,16 +6,17 @@ dropout forces ``scaled_dot_product_attention`` off its fused kernel onto an unf
 path. Measured on MiniLM (batch 16 x 128, 1 thread) the mask draws alone were ~12 % of a
 prompt-tuning step. Here:
 
-- :class:`FastDropout` replaces the backbone's ``nn.Dropout`` modules: mask from ``rand``;
+- :class:`FastDropout` replaces the backbone's ``nn.Dropout`` modules: masks from
+  :func:`keep_mask` (random integer bits, not ``rand``);
 - :func:`dropout_attention` is registered with transformers' attention dispatch as
   ``spt_sdpa``: with attention dropout in training it runs one autograd function that keeps
   the softmax and the mask for its own backward; everything else (eval, no dropout, causal
   without a mask, grouped key/values, position biases) goes to transformers' own ``sdpa``
   unchanged, so evaluation is bit-identical.
 
-The masks follow the same Bernoulli(1 - p) law as torch's dropout but come from a different
-random stream, so a training run's numbers differ from one with torch's dropout (and stay
-deterministic for a seed).
+The masks follow torch's Bernoulli(1 - p) law (p rounded to a multiple of 2^-15) but come
+from a different random stream, so a training run's numbers differ from one with torch's
+dropout (and stay deterministic for a seed).
 """
 
 from __future__ import annotations
@@ -29,8 +30,18 @@ ATTN_NAME = "spt_sdpa"
 
 
 def keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
-    """A float {0, 1} mask, 1 with probability 1 - p: floor(u + 1 - p) for u ~ U[0, 1)."""
-    return torch.rand_like(like).add_(1.0 - p).floor_()
+    """An int16 {0, 1} mask shaped like ``like``: 1 with probability 1 - p.
+
+    Each element compares 15 random bits with p * 2^15 (so p is rounded to a multiple of
+    2^-15: 0.1 drops with probability 0.100006). The bits come four to an int64 draw of
+    ``random_`` (63 random bits, the top 15-bit chunk taking 15 of them): a quarter of the
+    generator calls of ``rand`` and no float conversion, measured 3x faster on CPU than
+    ``rand`` + compare. int16 also halves the saved mask against float32.
+    """
+    n = like.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_()
+    bits = words.view(torch.int16)[:n].view(like.shape)
+    return bits.bitwise_and_(0x7FFF).ge_(round(p * 32768))
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -51,7 +62,7 @@ class _MaskedScale(torch.autograd.Function):
 
 
 class FastDropout(nn.Dropout):
-    """``nn.Dropout`` with a ``rand``-based mask (see the module docstring)."""
+    """``nn.Dropout`` with a :func:`keep_mask` mask (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:

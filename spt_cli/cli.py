@@ -352,9 +352,12 @@ def run_job(cfg) -> float | None:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             message = f"internal error {type(exc).__name__}: {first} (rerun with --debug)"
             code = 1
-        if owner and not cfg.get("resume") and code != 130:
+        # 130 / 143: Ctrl-C or SIGTERM. The run keeps its checkpoint, and a sweep stops
+        # instead of starting its next job (a scheduler's SIGKILL follows its SIGTERM).
+        stopped = code in (130, 143)
+        if owner and not cfg.get("resume") and not stopped:
             _cleanup_failed_run(run_dir)
-        if multirun:
+        if multirun and not stopped:
             # A sweep goes on with its other jobs; this one is recorded as failed for `table`.
             print(f"error: job {hc.job.num} ({' '.join(overrides)}): {message}", file=sys.stderr)
             _FAILED.append(f"{hc.job.num}: {message}")

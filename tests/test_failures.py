@@ -549,6 +549,39 @@ def test_sigint_saves_a_checkpoint_and_exits_130(interrupted):
     assert complete_markers(run) == []
 
 
+def test_sigterm_stops_a_sweep_and_keeps_the_checkpoint(tmp_path):
+    """SIGTERM (a scheduler's stop) to a sweep: the running job checkpoints and the sweep
+    exits 143 instead of starting its next job; nothing of the job is cleaned up."""
+    args = [
+        "train", "-m", "method=prompt_tuning", *TINY, "seed=1,2", "trainer.max_steps=100000",
+        "trainer.eval_every=0", "trainer.checkpoint_every=1", "logger=none",
+        "hydra.sweep.dir=sweep",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [SPT_RUN, *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        t0 = time.time()
+        while not list((tmp_path / "sweep").glob("*/checkpoints/train.pt")):
+            if proc.poll() is not None or time.time() - t0 > 300:
+                raise AssertionError(f"no checkpoint:\n{proc.stderr.read()[-3000:]}")
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err[-3000:]
+    line = error_line(err)
+    assert re.search(r"stopped by SIGTERM at train step \d+; checkpoint saved in \S+;", line)
+    jobs = [d.name for d in (tmp_path / "sweep").iterdir() if d.is_dir()]
+    assert len(jobs) == 1 and jobs[0].startswith("0_"), jobs  # job 1 never started
+    assert (tmp_path / "sweep" / jobs[0] / "checkpoints" / "train.pt").exists()
+    assert not (tmp_path / "sweep" / jobs[0] / "failed.json").exists()
+
+
 def test_second_run_on_a_busy_run_directory_is_refused(interrupted):
     second = interrupted["second"]
     assert second.returncode == 2

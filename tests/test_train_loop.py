@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -12,7 +15,7 @@ from spt_cli.errors import RuntimeFailure
 from spt_cli.logging import RunLogger, read_metrics
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.checkpoint import trainable_state
-from spt_cli.train.loop import train
+from spt_cli.train.loop import Interrupted, train
 
 TASK = get_task("rte")
 
@@ -115,6 +118,34 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(p, q), n
     steps = [r["step"] for r in read_metrics(part / "metrics.jsonl")]
     assert steps == list(range(1, 13))  # no duplicated lines after resume
+
+
+def test_sigterm_checkpoints_the_step_and_resumes_exactly(tmp_path):
+    """A scheduler's SIGTERM during step 5: the step finishes, is checkpointed, the run stops
+    with 143 (128 + 15), and a resume ends where an uninterrupted run does."""
+    full_model, full = run(tmp_path / "full")
+    part = tmp_path / "part"
+    torch.manual_seed(0)
+    model = FakeGatedModel()
+    orig, calls = model.forward, {"n": 0}
+
+    def terminated(*a, **k):
+        calls["n"] += model.training
+        if model.training and calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig(*a, **k)
+
+    model.forward = terminated
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="stopped by SIGTERM at train step 5; checkpoint") as e:
+        run(part, model=model)
+    assert e.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is handler  # the loop's handler is gone again
+    assert torch.load(part / "checkpoints" / "train.pt", weights_only=False)["step"] == 5
+    resumed_model, resumed = run(part, resume=True)
+    assert resumed.resumed_from == 5 and resumed.best_dev == full.best_dev
+    for (n, p), (_, q) in zip(full_model.named_parameters(), resumed_model.named_parameters()):
+        assert torch.equal(p, q), n
 
 
 def test_best_dev_state_is_restored(tmp_path):

@@ -36,7 +36,8 @@ from spt_cli.train.evaluate import evaluate, to_device
 
 
 class Interrupted(SptError):
-    """Ctrl-C: the checkpoint is saved; exit code 130 like a shell."""
+    """Ctrl-C or SIGTERM: the checkpoint is saved; exit code 130 or 143 (128 + the signal), as a
+    shell reports them."""
 
     exit_code = 130
 
@@ -115,28 +116,36 @@ def build_optimizer(model: torch.nn.Module, tcfg: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
 
 
-class _SigintFlag:
-    """Turns the first Ctrl-C into a flag the loop checks between steps."""
+class _StopFlag:
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM (a scheduler stopping or preempting the job,
+    e.g. SLURM before its SIGKILL) into a flag the loop checks between steps."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.hit = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _SigintFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not in the main thread (e.g. a joblib worker thread)
-            self._previous = None
+    @property
+    def hit(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> _StopFlag:
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not in the main thread (e.g. a joblib worker thread)
+                pass
         return self
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.hit:  # a second Ctrl-C stops at once
+        if self.hit:  # a second signal stops at once
             raise KeyboardInterrupt
-        self.hit = True
+        self.signum = signum
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def train(
@@ -251,7 +260,7 @@ def train(
     )
     stopped_early = False
     # closing(bar): the bar is finished before an error line is printed, not after it.
-    with _SigintFlag() as sigint, contextlib.closing(bar):
+    with _StopFlag() as stop, contextlib.closing(bar):
         while step < n_steps:
             logs: dict[str, float] = {}
             if architect is not None and alpha_stream is not None and step >= alpha_warmup_steps:
@@ -322,13 +331,15 @@ def train(
             bar.update(1)
             if ckpt_every and step % ckpt_every == 0 or step == n_steps:
                 checkpoint()
-            if sigint.hit:
+            if stop.hit:
                 checkpoint()
                 bar.close()
+                how = "interrupted" if stop.signum == signal.SIGINT else "stopped by SIGTERM"
                 raise Interrupted(
-                    f"interrupted at {phase} step {step}; checkpoint saved in {checkpoint_path}; "
+                    f"{how} at {phase} step {step}; checkpoint saved in {checkpoint_path}; "
                     "continue with the same command plus resume=true "
-                    f"hydra.run.dir={checkpoint_path.parent.parent}"
+                    f"hydra.run.dir={checkpoint_path.parent.parent}",
+                    exit_code=128 + int(stop.signum),
                 )
             if select_on_dev and patience and bad_evals >= patience:
                 stopped_early = True

@@ -14,6 +14,7 @@ method, head, logger, key; shots=abc, trainer.lr=-1); this file extends it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -308,6 +309,27 @@ def _two_at_once(cwd: Path, args: list[str]) -> list[Run]:
     return runs
 
 
+@contextlib.contextmanager
+def _running_until(cwd: Path, args: list[str], pattern: str):
+    """An spt-run process, yielded once a file matching ``pattern`` exists below ``cwd``
+    (killed on the way out if still running)."""
+    proc = subprocess.Popen(
+        [SPT_RUN, *args], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        t0 = time.time()
+        while not list(cwd.glob(pattern)):
+            if proc.poll() is not None or time.time() - t0 > 300:
+                raise AssertionError(f"no {pattern}:\n{proc.stderr.read()[-3000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _sigint_scenario(cwd: Path) -> dict[str, Any]:
     """A long run; once it has a checkpoint, a second spt-run on the same directory (a resume
     while it still goes on), then Ctrl-C (SIGINT) to the first."""
@@ -315,17 +337,7 @@ def _sigint_scenario(cwd: Path) -> dict[str, Any]:
         "train", "method=prompt_tuning", *TINY, "trainer.max_steps=100000",
         "trainer.eval_every=0", "trainer.checkpoint_every=1", "logger=none", "hydra.run.dir=run",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        [SPT_RUN, *args], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    ckpt = cwd / "run" / "checkpoints" / "train.pt"
-    try:
-        t0 = time.time()
-        while not ckpt.exists():
-            if proc.poll() is not None or time.time() - t0 > 300:
-                raise AssertionError(f"no checkpoint:\n{proc.stderr.read()[-3000:]}")
-            time.sleep(0.2)
+    with _running_until(cwd, args, "run/checkpoints/train.pt") as proc:
         overrides_before = (cwd / "run" / ".hydra" / "overrides.yaml").read_text()
         second = subprocess.run(
             [SPT_RUN, *args, "resume=true"], cwd=cwd, env=cli_env(), capture_output=True,
@@ -334,10 +346,6 @@ def _sigint_scenario(cwd: Path) -> dict[str, Any]:
         overrides_after = (cwd / "run" / ".hydra" / "overrides.yaml").read_text()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     first = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     return {
         "first": first,
@@ -557,22 +565,9 @@ def test_sigterm_stops_a_sweep_and_keeps_the_checkpoint(tmp_path):
         "trainer.eval_every=0", "trainer.checkpoint_every=1", "logger=none",
         "hydra.sweep.dir=sweep",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        [SPT_RUN, *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        t0 = time.time()
-        while not list((tmp_path / "sweep").glob("*/checkpoints/train.pt")):
-            if proc.poll() is not None or time.time() - t0 > 300:
-                raise AssertionError(f"no checkpoint:\n{proc.stderr.read()[-3000:]}")
-            time.sleep(0.2)
+    with _running_until(tmp_path, args, "sweep/*/checkpoints/train.pt") as proc:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 143, err[-3000:]
     line = error_line(err)
     assert re.search(r"stopped by SIGTERM at train step \d+; checkpoint saved in \S+;", line)

@@ -84,38 +84,50 @@ def test_same_seed_same_numbers(tmp_path):
     m1, r1 = run(tmp_path / "a")
     m2, r2 = run(tmp_path / "b")
     assert r1.best_dev == r2.best_dev
-    for (n, p), (_, q) in zip(m1.named_parameters(), m2.named_parameters()):
-        assert torch.equal(p, q), n
+    assert_same_parameters(m1, m2)
 
 
 class Killed(Exception):
     pass
 
 
-def test_resume_continues_exactly(tmp_path):
-    full_model, full = run(tmp_path / "full")
-    # The same run dies during step 10 (after the checkpoint at step 8), then resumes.
-    part = tmp_path / "part"
+def hooked_model(n: int, action) -> FakeGatedModel:
+    """The seeded model of ``run``, calling ``action`` before its ``n``-th training forward."""
     torch.manual_seed(0)
     model = FakeGatedModel()
     orig, calls = model.forward, {"n": 0}
 
-    def dies(*a, **k):
+    def forward(*a, **k):
         calls["n"] += model.training
-        if calls["n"] > 9:  # during step 10
-            raise Killed
+        if model.training and calls["n"] == n:
+            action()
         return orig(*a, **k)
 
-    model.forward = dies
+    model.forward = forward
+    return model
+
+
+def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_resume_continues_exactly(tmp_path):
+    full_model, full = run(tmp_path / "full")
+    # The same run dies during step 10 (after the checkpoint at step 8), then resumes.
+    part = tmp_path / "part"
+
+    def die():
+        raise Killed
+
     with pytest.raises(Killed):
-        run(part, model=model)
+        run(part, model=hooked_model(10, die))
     ck = torch.load(part / "checkpoints" / "train.pt", weights_only=False)
     assert ck["step"] == 8
     resumed_model, resumed = run(part, resume=True)
     assert resumed.resumed_from == 8
     assert resumed.best_dev == full.best_dev
-    for (n, p), (_, q) in zip(full_model.named_parameters(), resumed_model.named_parameters()):
-        assert torch.equal(p, q), n
+    assert_same_parameters(full_model, resumed_model)
     steps = [r["step"] for r in read_metrics(part / "metrics.jsonl")]
     assert steps == list(range(1, 13))  # no duplicated lines after resume
 
@@ -125,17 +137,7 @@ def test_sigterm_checkpoints_the_step_and_resumes_exactly(tmp_path):
     with 143 (128 + 15), and a resume ends where an uninterrupted run does."""
     full_model, full = run(tmp_path / "full")
     part = tmp_path / "part"
-    torch.manual_seed(0)
-    model = FakeGatedModel()
-    orig, calls = model.forward, {"n": 0}
-
-    def terminated(*a, **k):
-        calls["n"] += model.training
-        if model.training and calls["n"] == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return orig(*a, **k)
-
-    model.forward = terminated
+    model = hooked_model(5, lambda: os.kill(os.getpid(), signal.SIGTERM))
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted, match="stopped by SIGTERM at train step 5; checkpoint") as e:
         run(part, model=model)
@@ -144,8 +146,7 @@ def test_sigterm_checkpoints_the_step_and_resumes_exactly(tmp_path):
     assert torch.load(part / "checkpoints" / "train.pt", weights_only=False)["step"] == 5
     resumed_model, resumed = run(part, resume=True)
     assert resumed.resumed_from == 5 and resumed.best_dev == full.best_dev
-    for (n, p), (_, q) in zip(full_model.named_parameters(), resumed_model.named_parameters()):
-        assert torch.equal(p, q), n
+    assert_same_parameters(full_model, resumed_model)
 
 
 def test_best_dev_state_is_restored(tmp_path):

@@ -115,3 +115,13 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in an empty working directory (outputs/ lands there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests: avoids OpenMP spin-waits when other
+    jobs share the two cores (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

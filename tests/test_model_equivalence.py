@@ -9,12 +9,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from spt_cli.model import build_model, load_backbone
-from spt_cli.model.configs import head_config, method_config, model_config
-from spt_cli.model.heads import TaskInfo
+from spt_cli.model import load_backbone
+from spt_cli.model.configs import model_config
+from tiny import TINY, build_tiny
 
-TASK = TaskInfo("sst2", 2, ["terrible", "great"], False, ["negative", "positive"])
-TINY = ["tiny-bert", "tiny-roberta", "tiny-deberta", "tiny-mpnet", "tiny-gpt2", "tiny-llama"]
 DEBERTA_V1 = {
     "name": "tiny-deberta-v1",
     "family": "deberta",
@@ -35,13 +33,7 @@ DEBERTA_V1 = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waits when other jobs share the two cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model_cfg(name):
@@ -64,15 +56,8 @@ def _positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _build(name, method, backbone=None, **method_overrides):
     hf, tok = backbone or load_backbone(_model_cfg(name))
     hf.eval()
-    layers = method_overrides.pop("layers", None)
-    model = build_model(
-        _model_cfg(name),
-        method_config(method, **method_overrides),
-        head_config("auto"),
-        TASK,
-        backbone=hf,
-        tokenizer=tok,
-        layers=layers,
+    model, _, _ = build_tiny(
+        name, method, model_cfg=_model_cfg(name), backbone=(hf, tok), **method_overrides
     )
     return model.eval(), hf, tok
 

@@ -6,45 +6,19 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from spt_cli.model import build_model, load_backbone
-from spt_cli.model.configs import head_config, method_config, model_config
-from spt_cli.model.heads import TaskInfo
 from spt_cli.model.prompts import LayerGates, pool_real_tokens
+from tiny import TINY, build_tiny, tiny_inputs
 
-TASK = TaskInfo("sst2", 2, ["terrible", "great"], False, ["negative", "positive"])
-TINY = ["tiny-bert", "tiny-roberta", "tiny-deberta", "tiny-mpnet", "tiny-gpt2", "tiny-llama"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waits when other jobs share the two cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name, method, head="auto", **overrides):
-    hf, tok = load_backbone(model_config(name))
-    layers = overrides.pop("layers", None)
-    model = build_model(
-        model_config(name),
-        method_config(method, **overrides),
-        head_config(head),
-        TASK,
-        backbone=hf,
-        tokenizer=tok,
-        layers=layers,
-    )
+    model, _, tok = build_tiny(name, method, head, **overrides)
     return model, tok
 
 
 def _inputs(tok, texts=("a truly great movie , i loved it", "bad")):
-    enc = dict(tok(list(texts), padding=True, return_tensors="pt"))
-    last = enc["attention_mask"].sum(1) - 1
-    enc["mask_pos"] = torch.minimum(last, torch.full_like(last, 2))
-    enc["label_pos"] = last
-    return enc
+    return tiny_inputs(tok, texts)
 
 
 @pytest.mark.parametrize("mode", ["avg", "max"])

@@ -17,10 +17,9 @@ from spt_cli.model import (
 )
 from spt_cli.model.configs import head_config, method_config, model_config
 from spt_cli.model.heads import TaskInfo
+from tiny import NO_PREFIX, TASK, TINY, build_tiny, tiny_inputs
 
-TASK = TaskInfo("sst2", 2, ["terrible", "great"], False, ["negative", "positive"])
 STSB = TaskInfo("stsb", 1, None, True, None)
-TINY = ["tiny-bert", "tiny-roberta", "tiny-deberta", "tiny-mpnet", "tiny-gpt2", "tiny-llama"]
 METHODS = [
     "spt",
     "spt_fixed",
@@ -32,16 +31,9 @@ METHODS = [
     "random_layers",
     "finetune",
 ]
-NO_PREFIX = ("tiny-deberta", "tiny-mpnet")  # attention without a key/value cache
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waits when other jobs share the two cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache
@@ -50,26 +42,13 @@ def _tokenizer(name):
 
 
 def _build(name, method, head="auto", task=TASK, layers=None, **overrides):
-    hf, tok = load_backbone(model_config(name))
     if layers is None and method in ("spt_fixed", "fixed_layers"):
         layers = [1, 3]
-    return build_model(
-        model_config(name),
-        method_config(method, **overrides),
-        head_config(head),
-        task,
-        backbone=hf,
-        tokenizer=tok,
-        layers=layers,
-    )
+    return build_tiny(name, method, head, task, layers, **overrides)[0]
 
 
 def _inputs(tok, texts=("a truly great movie , i loved it", "bad")):
-    enc = dict(tok(list(texts), padding=True, return_tensors="pt"))
-    last = enc["attention_mask"].sum(1) - 1
-    enc["mask_pos"] = torch.minimum(last, torch.full_like(last, 2))
-    enc["label_pos"] = last
-    return enc
+    return tiny_inputs(tok, texts)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -18,52 +18,27 @@ from omegaconf import OmegaConf
 from conftest import FakeGatedModel, fake_features
 from spt_cli.data import collate, get_task
 from spt_cli.logging import RunLogger
-from spt_cli.model import build_model, fast, load_backbone
+from spt_cli.model import fast, load_backbone
 from spt_cli.model.backbones import BertLikeAdapter
-from spt_cli.model.configs import head_config, method_config, model_config
-from spt_cli.model.heads import TaskInfo
+from spt_cli.model.configs import model_config
 from spt_cli.model.prompts import pool_bins, pool_real_tokens
 from spt_cli.search.darts import Architect
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.cache import LowerStateCache
 from spt_cli.train.checkpoint import trainable_state
 from spt_cli.train.loop import train
+from tiny import NO_PREFIX, TINY, build_tiny, tiny_inputs
 
-TASK = TaskInfo("sst2", 2, ["terrible", "great"], False, ["negative", "positive"])
-TINY = ["tiny-bert", "tiny-roberta", "tiny-deberta", "tiny-mpnet", "tiny-gpt2", "tiny-llama"]
-NO_PREFIX = ("tiny-deberta", "tiny-mpnet")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waits when other jobs share the two cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name, method, head="auto", layers=None, **overrides):
-    hf, tok = load_backbone(model_config(name))
-    torch.manual_seed(0)
-    model = build_model(
-        model_config(name),
-        method_config(method, **overrides),
-        head_config(head),
-        TASK,
-        backbone=hf,
-        tokenizer=tok,
-        layers=layers,
-    )
+    model, _, tok = build_tiny(name, method, head, layers=layers, seed=0, **overrides)
     return model, tok
 
 
 def _inputs(tok, texts=("a truly great movie , i loved it", "bad", "fine , not more")):
-    enc = dict(tok(list(texts), padding=True, return_tensors="pt"))
-    last = enc["attention_mask"].sum(1) - 1
-    enc["mask_pos"] = torch.minimum(last, torch.full_like(last, 2))
-    enc["label_pos"] = last
-    return enc
+    return tiny_inputs(tok, texts)
 
 
 def _heads(name):

@@ -120,7 +120,6 @@ class Architect:
         r = 0.01 / (float(norm) + 1e-12)
         with torch.no_grad():
             w_plus = {n: weights[n] + r * g for n, g in zip(names, d_w)}
-            w_minus = {n: weights[n] - r * g for n, g in zip(names, d_w)}
         if forward:
             # w+ under the virtual pass's random state: both terms see the same dropout masks.
             # The stream then continues from after the validation pass, so later passes do not
@@ -131,6 +130,8 @@ class Architect:
             _rng_set(device, after_val)
             g_minus, span = g_here, r
         else:
+            with torch.no_grad():
+                w_minus = {n: weights[n] - r * g for n, g in zip(names, d_w)}
             g_plus, g_minus = self._gate_grads_at(w_plus, w_minus, w_batch)
             span = 2 * r
         out = []

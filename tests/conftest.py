@@ -125,3 +125,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def trainer_cfg(**overrides):
+    """A small CPU ``trainer`` config for loop tests (12 steps of 8, dev every 4)."""
+    from omegaconf import OmegaConf
+
+    base = dict(
+        batch_size=8,
+        eval_batch_size=16,
+        grad_accum=1,
+        lr=0.05,
+        weight_decay=0.0,
+        warmup_ratio=0.1,
+        max_grad_norm=1.0,
+        max_steps=12,
+        epochs=None,
+        eval_every=4,
+        patience=0,
+        checkpoint_every=4,
+        device="cpu",
+        precision="fp32",
+    )
+    base.update(overrides)
+    return OmegaConf.create(base)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FakeGatedModel, fake_features
+from conftest import FakeGatedModel, fake_features, trainer_cfg
 from spt_cli.data import collate, get_task
 from spt_cli.logging import RunLogger
 from spt_cli.model import fast, load_backbone
@@ -297,25 +297,14 @@ def _retrain(tmp_path, cache_on: bool, model=None, resume=False):
     if model is None:
         model, tok = _build("tiny-bert", "spt_fixed", head="mlm", layers=[2, 3])
     tok = model.tokenizer
-    tcfg = OmegaConf.create(
-        dict(
-            batch_size=4,
-            eval_batch_size=5,
-            grad_accum=1,
-            lr=0.05,
-            weight_decay=0.0,
-            warmup_ratio=0.1,
-            max_grad_norm=1.0,
-            max_steps=9,
-            epochs=None,
-            eval_every=3,
-            patience=0,
-            checkpoint_every=3,
-            device="cpu",
-            precision="fp32",
-            cache_lower_layers=cache_on,
-            cache_max_mb=64,
-        )
+    tcfg = trainer_cfg(
+        batch_size=4,
+        eval_batch_size=5,
+        max_steps=9,
+        eval_every=3,
+        checkpoint_every=3,
+        cache_lower_layers=cache_on,
+        cache_max_mb=64,
     )
     torch.manual_seed(0)
     result = train(

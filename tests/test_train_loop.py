@@ -7,9 +7,8 @@ import signal
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from conftest import FakeGatedModel, fake_features
+from conftest import FakeGatedModel, fake_features, trainer_cfg
 from spt_cli.data import get_task
 from spt_cli.errors import RuntimeFailure
 from spt_cli.logging import RunLogger, read_metrics
@@ -18,27 +17,6 @@ from spt_cli.train.checkpoint import trainable_state
 from spt_cli.train.loop import Interrupted, train
 
 TASK = get_task("rte")
-
-
-def tcfg(**kw):
-    base = dict(
-        batch_size=8,
-        eval_batch_size=16,
-        grad_accum=1,
-        lr=0.05,
-        weight_decay=0.0,
-        warmup_ratio=0.1,
-        max_grad_norm=1.0,
-        max_steps=12,
-        epochs=None,
-        eval_every=4,
-        patience=0,
-        checkpoint_every=4,
-        device="cpu",
-        precision="fp32",
-    )
-    base.update(kw)
-    return OmegaConf.create(base)
 
 
 def run(tmp_path, model=None, **kw):
@@ -50,7 +28,7 @@ def run(tmp_path, model=None, **kw):
         task=TASK,
         train_features=fake_features(40),
         dev_features=fake_features(16, seed=1),
-        tcfg=tcfg(**kw.pop("tcfg", {})),
+        tcfg=trainer_cfg(**kw.pop("tcfg", {})),
         seed=3,
         pad_token_id=0,
         logger=logger,

@@ -301,7 +301,7 @@ def run_job(cfg) -> float | None:
     from hydra.types import RunMode
 
     from spt_cli import stages
-    from spt_cli.io import write_json
+    from spt_cli.files import write_json
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -120,3 +121,14 @@ def split_name(cfg: DictConfig) -> str:
 def to_plain(cfg: Any) -> Any:
     """A resolved, JSON-friendly copy of a config node."""
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict from a DictConfig, a mapping or None."""
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    if isinstance(cfg, Mapping):
+        return {k: (as_dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()}
+    raise TypeError(f"expected a mapping, got {type(cfg).__name__}")

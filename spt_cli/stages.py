@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from spt_cli.config import load_group_file, split_name, to_plain
 from spt_cli.errors import ConfigError, DataError
-from spt_cli.io import write_json
-from spt_cli.logging import RunLogger, plot_gates, read_metrics
+from spt_cli.files import write_json
+from spt_cli.runlog import RunLogger, plot_gates, read_metrics
 
 SEARCH_CKPT = "checkpoints/search.pt"
 

@@ -37,7 +37,7 @@ from conftest import SPT_RUN
 from spt_cli import cli
 from spt_cli.cli import main
 from spt_cli.errors import RuntimeFailure
-from spt_cli.io import write_json
+from spt_cli.files import write_json
 
 TINY = ["model=tiny-bert", "dataset=rte", "shots=16"]
 # A run that trains for 2 steps: the cheapest end-to-end job.
@@ -139,7 +139,7 @@ def _execute(run: Run) -> Run:
 # raised by a plain write (mapped by the CLI). Patched before spt_cli.stages is imported.
 _ENOSPC_ATOMIC = """
 import errno, os
-import spt_cli.io as io
+import spt_cli.files as io
 def write_json(path, obj):
     def half_then_full(tmp):
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -152,7 +152,7 @@ main()
 """
 _ENOSPC_RAW = """
 import errno, os
-import spt_cli.io as io
+import spt_cli.files as io
 def write_json(path, obj):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 io.write_json = write_json
@@ -163,7 +163,7 @@ main()
 _WANDB_TIMING = """
 import json, sys, time
 from omegaconf import OmegaConf
-from spt_cli.logging import RunLogger
+from spt_cli.runlog import RunLogger
 t0 = time.time()
 logger = RunLogger(sys.argv[1], OmegaConf.create({"name": "wandb", "init_timeout": 2}))
 init = time.time() - t0
@@ -642,7 +642,7 @@ def test_disk_full_in_the_writer_leaves_no_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["disk_full_atomic", "disk_full_raw"])
 def test_disk_full_during_a_run(batch, name):
-    """End to end, with spt_cli.io.write_json patched (a full disk while writing
+    """End to end, with spt_cli.files.write_json patched (a full disk while writing
     summary.json): exit 4, one line, and the failed run directory removed."""
     run = batch[name]
     assert run.code == 4, run.stderr[-3000:]

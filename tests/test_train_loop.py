@@ -11,7 +11,7 @@ import torch
 from conftest import FakeGatedModel, fake_features, trainer_cfg
 from spt_cli.data import get_task
 from spt_cli.errors import RuntimeFailure
-from spt_cli.logging import RunLogger, read_metrics
+from spt_cli.runlog import RunLogger, read_metrics
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.checkpoint import trainable_state
 from spt_cli.train.loop import Interrupted, train

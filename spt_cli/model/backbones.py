@@ -14,7 +14,6 @@ import contextlib
 import importlib.util
 import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from transformers import (
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from spt_cli.config import as_dict
 from spt_cli.errors import ConfigError
 
 # family -> transformers model_type values it accepts
@@ -45,22 +45,6 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "llama": ("llama",),
 }
 DECODER_FAMILIES = ("gpt2", "llama")
-
-
-def _cfg_dict(cfg: Any) -> dict[str, Any]:
-    """A plain dict from a DictConfig, a mapping or None."""
-    if cfg is None:
-        return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if isinstance(cfg, Mapping):
-        return {k: (_cfg_dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()}
-    raise TypeError(f"expected a mapping, got {type(cfg).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +178,7 @@ def load_backbone(model_cfg: Any) -> tuple[nn.Module, Any]:
     With ``has_lm_head`` the model carries its pretrained MLM/LM head; otherwise the bare
     encoder/decoder is loaded. ``from_config`` builds random weights from a fixed seed.
     """
-    cfg = _cfg_dict(model_cfg)
+    cfg = as_dict(model_cfg)
     family = cfg.get("family")
     if family not in FAMILIES:
         raise ConfigError(

@@ -6,8 +6,9 @@ from typing import Any
 
 from torch import nn
 
+from spt_cli.config import as_dict
 from spt_cli.errors import ConfigError
-from spt_cli.model.backbones import _cfg_dict, load_backbone, make_adapter
+from spt_cli.model.backbones import load_backbone, make_adapter
 from spt_cli.model.gated import GatedPromptModel
 from spt_cli.model.heads import label_word_ids, resolve_head, task_info
 from spt_cli.model.methods import resolve_method
@@ -34,7 +35,7 @@ def build_model(
     ``build_model(cfg, task, ...)`` with a whole composed config also works (see
     :func:`build_model_from_cfg`).
     """
-    root = _cfg_dict(model_cfg)
+    root = as_dict(model_cfg)
     if "model" in root and "method" in root and head_cfg is None and task is None:
         return build_model_from_cfg(
             root, method_cfg, backbone=backbone, tokenizer=tokenizer,
@@ -43,7 +44,7 @@ def build_model(
         )  # fmt: skip
     if task is None:
         raise ConfigError("build_model needs the task (a TaskSpec, task dict or TaskInfo)")
-    mcfg, meth, hcfg = root, _cfg_dict(method_cfg), _cfg_dict(head_cfg)
+    mcfg, meth, hcfg = root, as_dict(method_cfg), as_dict(head_cfg)
     if backbone is None:
         backbone, tokenizer = load_backbone(mcfg)
     elif tokenizer is None:
@@ -65,7 +66,7 @@ def build_model(
 def build_model_from_cfg(cfg: Any, task: Any, **kwargs: Any) -> GatedPromptModel:
     """``build_model`` from a whole composed config (cfg.model, cfg.method, cfg.head, and the
     top-level ``layers`` and ``data.max_seq_length`` when present)."""
-    root = _cfg_dict(cfg)
+    root = as_dict(cfg)
     kwargs.setdefault("layers", root.get("layers"))
     kwargs.setdefault("max_seq_length", (root.get("data") or {}).get("max_seq_length"))
     return build_model(root["model"], root["method"], root.get("head") or {}, task, **kwargs)

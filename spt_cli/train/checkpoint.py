@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from spt_cli.errors import ConfigError
-from spt_cli.io import atomic_write
+from spt_cli.files import atomic_write
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

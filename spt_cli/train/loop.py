@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spt_cli.errors import RuntimeFailure, SptError
-from spt_cli.logging import RunLogger
+from spt_cli.runlog import RunLogger
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.cache import LowerStateCache
 from spt_cli.train.checkpoint import (

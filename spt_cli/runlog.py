@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from spt_cli.io import atomic_write
+from spt_cli.files import atomic_write
 from spt_cli.net import unreachable
 
 

@@ -300,8 +300,8 @@ def run_job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from spt_cli import stages
     from spt_cli.files import write_json
+    from spt_cli.stages import run_stage
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -319,21 +319,7 @@ def run_job(cfg) -> float | None:
         validate(cfg)
         if cfg.resume and (problem := _resume_problem(run_dir)):
             raise ConfigError(problem)
-        name = str(cfg.stage.name)
-        if name == "data":
-            return stages.stage_data(cfg, run_dir)
-        if name == "search":
-            return stages.stage_search(cfg, run_dir)
-        if name in ("train", "retrain"):
-            return stages.stage_train(cfg, run_dir, name)
-        if name == "eval":
-            return stages.stage_eval(cfg, run_dir, overrides)
-        if name == "table":
-            from spt_cli.tables import run_table
-
-            run_table(cfg, run_dir)
-            return None
-        raise ConfigError(f"unknown stage '{name}'; choose one of: {', '.join(STAGES)}")
+        return run_stage(str(cfg.stage.name), cfg, run_dir, overrides)
     except (SptError, KeyboardInterrupt, Exception) as exc:
         if _DEBUG and not isinstance(exc, KeyboardInterrupt):
             raise  # --debug / HYDRA_FULL_ERROR=1: the traceback (and the run dir) for developers

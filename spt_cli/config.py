@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from spt_cli.errors import ConfigError
+from spt_cli.search.options import check_search_options
 
 STAGES: dict[str, str] = {
     "data": "load a benchmark split and print its sizes, labels and an example",
@@ -29,21 +30,52 @@ def conf_dir():
 
 
 def group_choices(group: str) -> list[str]:
-    """Names of the yaml files of a config group, sorted."""
+    """Names of the yaml files of a config group, sorted (``_base`` and other ``_`` files are
+    shared defaults, not choices)."""
     base = conf_dir()
     for part in group.split("/"):
         base = base / part
     if not base.is_dir():
         return []
-    return sorted(p.name[:-5] for p in base.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in base.iterdir() if p.name.endswith(".yaml") and p.name[0] != "_"
+    )
 
 
-def load_group_file(group: str, choice: str) -> DictConfig:
-    """Read one group file (e.g. ``method/spt_fixed``) without composing a whole config."""
-    text = (conf_dir() / group / f"{choice}.yaml").read_text(encoding="utf-8")
-    cfg = OmegaConf.create(text)
+def read_config_file(group: str, choice: str) -> DictConfig:
+    """One file of the shipped config tree (e.g. ``method/spt_fixed``) outside Hydra, with the
+    files its ``defaults`` list names from the same group merged in as Hydra merges them.
+
+    The one yaml reader of the project: the stages, tests and scripts read group files through
+    it, so a default lives in one yaml file only."""
+    path = conf_dir() / group / f"{choice}.yaml"
+    if not path.is_file():
+        known = ", ".join(group_choices(group))
+        raise ConfigError(f"{group}={choice} does not exist; choose one of {known}")
+    cfg = OmegaConf.create(path.read_text(encoding="utf-8"))
     assert isinstance(cfg, DictConfig)
-    return cfg
+    defaults = list(cfg.pop("defaults", None) or [])
+    if "_self_" not in defaults:
+        defaults.append("_self_")  # Hydra's place for it when a file does not say
+    parts = []
+    for entry in defaults:
+        if entry == "_self_":
+            parts.append(cfg)
+        elif isinstance(entry, str) and "/" not in entry and "@" not in entry:
+            parts.append(read_config_file(group, entry))
+        else:
+            raise ConfigError(f"{path}: defaults entry {entry!r} is not a same-group file name")
+    merged = OmegaConf.merge(*parts)
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def primary_defaults(section: str) -> DictConfig:
+    """A section of the primary config (``conf/config.yaml``), e.g. ``search``: its defaults."""
+    cfg = OmegaConf.create((conf_dir() / "config.yaml").read_text(encoding="utf-8"))
+    node = cfg[section]
+    assert isinstance(node, DictConfig)
+    return node
 
 
 def _int(cfg: DictConfig, key: str, minimum: int | None = None, allow_none: bool = False) -> None:
@@ -87,12 +119,7 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.device={cfg.trainer.device} is not known; use auto, cpu or cuda"
         )
     s = cfg.search
-    if str(s.order) not in ("first", "second"):
-        raise ConfigError(f"search.order={s.order} is not known; use search.order=first or second")
-    if str(s.get("hessian", "central")) not in ("central", "forward"):
-        raise ConfigError(
-            f"search.hessian={s.hessian} is not known; use search.hessian=central or forward"
-        )
+    check_search_options(s)
     _int(cfg, "search.budget", 1, allow_none=True)
     _int(cfg, "search.max_steps", 1, allow_none=True)
     portion = s.alpha_portion
@@ -110,6 +137,11 @@ def validate(cfg: DictConfig) -> None:
         ):
             raise ConfigError(
                 f"layers must be a list of block indices, e.g. layers=[2,4]; got {layers}"
+            )
+        if len(layers) == 0:
+            raise ConfigError(
+                "layers=[] names no prompt layer, which is a head-only model, not SPT; give "
+                "blocks, e.g. layers=[2,4], or train the head alone: spt-run train method=head_only"
             )
 
 

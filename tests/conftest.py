@@ -65,6 +65,14 @@ class FakeGatedModel(nn.Module):
     def gate_parameters(self):
         return [self.alpha]
 
+    def backbone_parameters(self):
+        return []
+
+    cache_layer = None  # the bag of embeddings has no frozen lower blocks to cache
+
+    def lower_states(self, input_ids, attention_mask, token_type_ids=None):
+        raise ValueError("FakeGatedModel has no frozen lower layers")
+
     def weight_parameters(self):
         return [p for n, p in self.named_parameters() if p.requires_grad and n != "alpha"]
 
@@ -88,6 +96,15 @@ class FakeGatedModel(nn.Module):
         if labels is not None:
             out["loss"] = nn.functional.cross_entropy(logits, labels)
         return out
+
+
+def search_cfg(**overrides):
+    """A ``search`` config: the shipped defaults of conf/config.yaml with ``overrides``."""
+    from omegaconf import OmegaConf
+
+    from spt_cli.config import primary_defaults
+
+    return OmegaConf.merge(primary_defaults("search"), overrides)
 
 
 def fake_features(n: int = 40, seed: int = 0) -> list[dict]:
@@ -128,10 +145,13 @@ def one_thread():
 
 
 def trainer_cfg(**overrides):
-    """A small CPU ``trainer`` config for loop tests (12 steps of 8, dev every 4)."""
+    """A small CPU ``trainer`` config for loop tests (12 steps of 8, dev every 4), over the
+    shipped defaults of conf/trainer/default.yaml."""
     from omegaconf import OmegaConf
 
-    base = dict(
+    from spt_cli.config import read_config_file
+
+    small = dict(
         batch_size=8,
         eval_batch_size=16,
         grad_accum=1,
@@ -147,5 +167,4 @@ def trainer_cfg(**overrides):
         device="cpu",
         precision="fp32",
     )
-    base.update(overrides)
-    return OmegaConf.create(base)
+    return OmegaConf.merge(read_config_file("trainer", "default"), small, overrides)

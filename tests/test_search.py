@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.func import functional_call
 
-from conftest import FakeGatedModel, fake_features
+from conftest import FakeGatedModel, fake_features, search_cfg
 from spt_cli.data import collate
-from spt_cli.search.darts import Architect, binary_entropy, default_budget, select_layers
+from spt_cli.search.architect import Architect, binary_entropy
+from spt_cli.search.select import default_budget, select_layers
 
 
 def scfg(**kw):
@@ -27,7 +27,7 @@ def scfg(**kw):
         hessian="central",
     )
     base.update(kw)
-    return OmegaConf.create(base)
+    return search_cfg(**base)
 
 
 def batches():

@@ -15,14 +15,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FakeGatedModel, fake_features, trainer_cfg
+from conftest import FakeGatedModel, fake_features, search_cfg, trainer_cfg
 from spt_cli.data import collate, get_task
 from spt_cli.model import fast, load_backbone
 from spt_cli.model.backbones import BertLikeAdapter
 from spt_cli.model.configs import model_config
 from spt_cli.model.prompts import pool_bins, pool_real_tokens
 from spt_cli.runlog import RunLogger
-from spt_cli.search.darts import Architect
+from spt_cli.search.architect import Architect
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.cache import LowerStateCache
 from spt_cli.train.checkpoint import trainable_state
@@ -384,7 +384,7 @@ def test_finite_difference_passes_see_the_same_dropout_masks():
     model = FakeGatedModel()
     model.drop.p = 0.5
     model.train()
-    scfg = OmegaConf.create({"order": "second", "alpha_lr": 0.1, "xi": 0.05})
+    scfg = search_cfg(order="second", alpha_lr=0.1, xi=0.05)
     arch = Architect(model, scfg, weight_lr=0.05)
     batch = collate(fake_features(8, seed=1), 0)
     weights = {n: p.detach() for n, p in arch._weights().items()}

@@ -162,3 +162,28 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoint(tmp_path):
     ):
         run(tmp_path, model=model, dev_features=None)
     assert (tmp_path / "checkpoints" / "train.pt").exists()
+
+
+def test_finetuning_trains_the_backbone_at_backbone_lr():
+    """The optimiser puts every backbone weight in a group at trainer.backbone_lr and the
+    prompts/head at trainer.lr (the backbone once trained at the prompt lr: 250x too high)."""
+    from spt_cli.train.loop import build_optimizer
+    from tiny import build_tiny
+
+    model, _, _ = build_tiny("tiny-bert", "finetune", head="classifier")
+    tcfg = trainer_cfg(lr=5e-3, backbone_lr=2e-5)
+    groups = build_optimizer(model, tcfg).param_groups
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    backbone = [p for p in model.backbone.parameters()]
+    assert backbone and all(lr_of[id(p)] == 2e-5 for p in backbone)
+    head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+    assert head and all(lr_of[id(p)] == 5e-3 for p in head)
+    assert len(lr_of) == len(model.weight_parameters())
+
+
+def test_models_implement_the_training_contract():
+    from spt_cli.train.protocol import TrainableModel
+    from tiny import build_tiny
+
+    for model in (FakeGatedModel(), build_tiny("tiny-bert", "spt")[0]):
+        assert isinstance(model, TrainableModel)

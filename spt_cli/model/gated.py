@@ -188,6 +188,11 @@ class GatedPromptModel(nn.Module):
     def gate_parameters(self) -> list[nn.Parameter]:
         return [p for _, p in self.named_gate_parameters()]
 
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The trained backbone weights (fine-tuning; empty for a frozen backbone): the
+        optimiser gives them ``trainer.backbone_lr``."""
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
     def weight_parameters(self) -> list[nn.Parameter]:
         return [p for _, p in self.named_weight_parameters()]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from spt_cli.config import as_dict, read_config_file
 from spt_cli.errors import ConfigError
 
 INPUT_PROMPTS = ("static", "none")
@@ -18,24 +19,27 @@ NEEDS_LAYERS = ("spt_fixed", "fixed_layers")
 
 @dataclass
 class MethodSpec:
-    """A method config resolved for one backbone: ``layers`` is concrete (0-based blocks)."""
+    """A method config resolved for one backbone: ``layers`` is concrete (0-based blocks).
+
+    Field meanings and defaults: ``conf/method/_base.yaml`` (the one place they are defined).
+    """
 
     name: str
-    num_tokens: int = 10
-    input_prompt: str = "none"
-    generator: str = "pooled"
-    pool: str = "avg"
-    bottleneck: int = 64
-    dropout: float = 0.1
-    layers: list[int] = field(default_factory=list)
-    gate: str = "hard"
-    tau: float = 1.0
-    train_backbone: bool = False
-    num_random_layers: int | None = None
-    layer_seed: int = 0
-    prefix_projection: bool = False
-    prefix_hidden: int = 512
-    frozen_eval: bool = True
+    num_tokens: int
+    input_prompt: str
+    generator: str
+    pool: str
+    bottleneck: int
+    dropout: float
+    layers: list[int]
+    gate: str
+    tau: float
+    train_backbone: bool
+    num_random_layers: int | None
+    layer_seed: int
+    prefix_projection: bool
+    prefix_hidden: int
+    frozen_eval: bool
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,9 +53,8 @@ class MethodSpec:
         return self.num_tokens > 0 and (self.input_prompt == "static" or bool(self.layers))
 
 
-def _choice(cfg: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-    value = cfg.get(key, default)
-    value = "none" if value is None else str(value)
+def _choice(cfg: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = "none" if cfg[key] is None else str(cfg[key])
     if value not in choices:
         raise ConfigError(
             f"method.{key}={value!r} is not valid; choose one of {', '.join(choices)}"
@@ -59,8 +62,20 @@ def _choice(cfg: dict[str, Any], key: str, choices: tuple[str, ...], default: st
     return value
 
 
+def method_settings(method_cfg: Any) -> dict[str, Any]:
+    """``method_cfg`` over the defaults of ``conf/method/_base.yaml``; unknown keys refused."""
+    base = as_dict(read_config_file("method", "_base"))
+    given = as_dict(method_cfg)
+    unknown = sorted(set(given) - set(base))
+    if unknown:
+        raise ConfigError(
+            f"unknown method key(s) {', '.join(unknown)}; the keys are in conf/method/_base.yaml"
+        )
+    return {**base, **given}
+
+
 def resolve_method(
-    method_cfg: dict[str, Any], num_layers: int, model_name: str, layers: list[int] | None = None
+    method_cfg: Any, num_layers: int, model_name: str, layers: list[int] | None = None
 ) -> MethodSpec:
     """Validate a method config and fill in its default layers for an L-block backbone.
 
@@ -69,31 +84,32 @@ def resolve_method(
     (ptuning_v2) -> 0..L-1; random_layers -> ``num_random_layers`` (default round(L/3))
     blocks drawn from 1..L-1 with ``layer_seed``; spt_fixed/fixed_layers need a list.
     """
-    cfg = dict(method_cfg)
-    name = str(cfg.get("name") or "custom")
+    cfg = method_settings(method_cfg)
+    name = str(cfg["name"] or "custom")
     spec = MethodSpec(
         name=name,
-        num_tokens=int(cfg.get("num_tokens", 10) or 0),
-        input_prompt=_choice(cfg, "input_prompt", INPUT_PROMPTS, "none"),
-        generator=_choice(cfg, "generator", GENERATORS, "pooled"),
-        pool=_choice(cfg, "pool", POOLS, "avg"),
-        bottleneck=int(cfg.get("bottleneck", 64)),
-        dropout=float(cfg.get("dropout", 0.1)),
-        gate=_choice(cfg, "gate", GATES, "hard"),
-        tau=float(cfg.get("tau", 1.0)),
-        train_backbone=bool(cfg.get("train_backbone", False)),
-        num_random_layers=cfg.get("num_random_layers"),
-        layer_seed=int(cfg.get("layer_seed", 0) or 0),
-        prefix_projection=bool(cfg.get("prefix_projection", False)),
-        prefix_hidden=int(cfg.get("prefix_hidden", 512)),
-        frozen_eval=bool(cfg.get("frozen_eval", True)),
+        num_tokens=int(cfg["num_tokens"] or 0),
+        input_prompt=_choice(cfg, "input_prompt", INPUT_PROMPTS),
+        generator=_choice(cfg, "generator", GENERATORS),
+        pool=_choice(cfg, "pool", POOLS),
+        bottleneck=int(cfg["bottleneck"]),
+        dropout=float(cfg["dropout"]),
+        layers=[],
+        gate=_choice(cfg, "gate", GATES),
+        tau=float(cfg["tau"]),
+        train_backbone=bool(cfg["train_backbone"]),
+        num_random_layers=cfg["num_random_layers"],
+        layer_seed=int(cfg["layer_seed"] or 0),
+        prefix_projection=bool(cfg["prefix_projection"]),
+        prefix_hidden=int(cfg["prefix_hidden"]),
+        frozen_eval=bool(cfg["frozen_eval"]),
     )
     if spec.num_tokens < 0:
         raise ConfigError(f"method.num_tokens={spec.num_tokens} must be >= 0")
     if spec.tau <= 0:
         raise ConfigError(f"method.tau={spec.tau} must be > 0")
     if layers is None:
-        layers = cfg.get("layers")
+        layers = cfg["layers"]
     if layers is None:
         layers = _default_layers(spec, num_layers)
     layers = [int(x) for x in layers]
@@ -103,6 +119,11 @@ def resolve_method(
             f"layers={bad} is out of range for {model_name} (blocks 0..{num_layers - 1})"
         )
     spec.layers = sorted(set(layers))
+    if spec.name in NEEDS_LAYERS and not spec.layers and spec.num_tokens:
+        raise ConfigError(
+            f"method={name} with layers=[] has no prompt layer, which is a head-only model; "
+            "give blocks, e.g. layers=[2,4], or use method=head_only"
+        )
     if spec.generator == "none" and spec.layers:
         raise ConfigError(
             f"method={name} has no per-layer prompts (generator: none) but layers={spec.layers}; "

@@ -1,1 +1,1 @@
-"""search layer."""
+"""SPT-DARTS: the architect (alpha step), the bi-level search loop and layer selection."""

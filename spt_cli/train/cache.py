@@ -21,13 +21,15 @@ from typing import Any
 
 import torch
 
+from spt_cli.train.protocol import TrainableModel
+
 _KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class LowerStateCache:
     """Per-example lower-layer states of one model, on the model's device."""
 
-    def __init__(self, model: Any, max_mb: float = 1024.0, label: str = "") -> None:
+    def __init__(self, model: TrainableModel, max_mb: float = 1024.0, label: str = "") -> None:
         self.model = model
         self.max_bytes = int(float(max_mb) * 2**20)
         self.label = label
@@ -37,17 +39,13 @@ class LowerStateCache:
         self._store: dict[bytes, torch.Tensor] = {}
         self._warned = False
 
-    @staticmethod
-    def supported(model: Any) -> bool:
-        """Whether ``model`` has frozen lower layers whose output may be cached."""
-        return getattr(model, "cache_layer", None) is not None and hasattr(model, "lower_states")
-
     @classmethod
-    def for_model(cls, model: Any, tcfg: Any, label: str = "") -> LowerStateCache | None:
-        """The cache a training run should use: None when off or when nothing is cacheable."""
-        if not bool(tcfg.get("cache_lower_layers", True)) or not cls.supported(model):
+    def for_model(cls, model: TrainableModel, tcfg: Any, label: str = "") -> LowerStateCache | None:
+        """The cache a training run should use: None when off or when nothing is cacheable
+        (``model.cache_layer`` is None)."""
+        if not bool(tcfg.cache_lower_layers) or model.cache_layer is None:
             return None
-        return cls(model, float(tcfg.get("cache_max_mb") or 0), label)
+        return cls(model, float(tcfg.cache_max_mb or 0), label)
 
     def __len__(self) -> int:
         return len(self._store)

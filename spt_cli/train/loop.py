@@ -1,8 +1,10 @@
 """The one training loop shared by search (weights), retrain, train and finetune.
 
-AdamW with linear warm-up and decay, gradient clipping and accumulation, evaluation every N
-steps, early stopping, best-dev restore, resumable checkpoints, SIGINT handling and a stop on
-non-finite loss.
+:class:`Trainer` owns one phase: AdamW with linear warm-up and decay, gradient clipping and
+accumulation, evaluation every N steps, early stopping, best-dev restore, resumable
+checkpoints, Ctrl-C/SIGTERM handling and a stop on non-finite loss. :meth:`Trainer.weight_step`
+is one optimiser step on the training batches; :meth:`Trainer.fit` repeats a step function
+(the weight step, or the search's alpha-then-weight step) and does the bookkeeping around it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from spt_cli.errors import RuntimeFailure, SptError
+from spt_cli.errors import ConfigError, RuntimeFailure, SptError
 from spt_cli.runlog import RunLogger
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.cache import LowerStateCache
@@ -33,6 +35,7 @@ from spt_cli.train.checkpoint import (
     trainable_state,
 )
 from spt_cli.train.evaluate import evaluate, to_device
+from spt_cli.train.protocol import TrainableModel
 
 
 class Interrupted(SptError):
@@ -42,18 +45,12 @@ class Interrupted(SptError):
     exit_code = 130
 
 
-class Architect(Protocol):
-    """The alpha side of a bi-level search (see ``spt_cli.search.darts``)."""
-
-    def step(self, w_batch: dict, alpha_batch: dict, step: int, total: int) -> dict[str, float]:
-        """Update the gates on ``alpha_batch``; return scalars to log."""
+class Stateful(Protocol):
+    """Something whose state a checkpoint keeps beside the model's (the search's architect)."""
 
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
-
-    def log_values(self) -> dict[str, float]:
-        """Per-step values to log (gate probabilities, entropy)."""
 
 
 @dataclass
@@ -82,9 +79,9 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int):
 
 def total_steps(tcfg: Any, n_train: int) -> int:
     """Optimiser steps of a phase: ``max_steps``, else ``epochs`` over the training split."""
-    if tcfg.get("max_steps") is not None:
+    if tcfg.max_steps is not None:
         return int(tcfg.max_steps)
-    per_epoch = math.ceil(n_train / (int(tcfg.batch_size) * int(tcfg.get("grad_accum") or 1)))
+    per_epoch = math.ceil(n_train / (int(tcfg.batch_size) * int(tcfg.grad_accum)))
     return int(tcfg.epochs) * per_epoch
 
 
@@ -93,24 +90,20 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from spt_cli.errors import ConfigError
-
         raise ConfigError(
             "trainer.device=cuda but no CUDA device is visible; use trainer.device=auto"
         )
     return torch.device(name)
 
 
-def build_optimizer(model: torch.nn.Module, tcfg: Any) -> torch.optim.Optimizer:
-    """AdamW over the weight parameters (not the gates); a smaller lr for a trained backbone."""
-    weights = list(model.weight_parameters())
-    backbone_ids = {id(p) for p in getattr(model, "backbone_parameters", lambda: [])()}
+def build_optimizer(model: TrainableModel, tcfg: Any) -> torch.optim.Optimizer:
+    """AdamW over the weight parameters (not the gates): prompts, generators and head at
+    ``trainer.lr``, a trained backbone (fine-tuning) at ``trainer.backbone_lr``."""
+    backbone_ids = {id(p) for p in model.backbone_parameters()}
+    weights = model.weight_parameters()
     groups = [
         {"params": [p for p in weights if id(p) not in backbone_ids], "lr": float(tcfg.lr)},
-        {
-            "params": [p for p in weights if id(p) in backbone_ids],
-            "lr": float(tcfg.get("backbone_lr") or tcfg.lr),
-        },
+        {"params": [p for p in weights if id(p) in backbone_ids], "lr": float(tcfg.backbone_lr)},
     ]
     groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
@@ -148,217 +141,249 @@ class _StopFlag:
             signal.signal(signum, previous)
 
 
-def train(
-    model: torch.nn.Module,
-    *,
-    task: Any,
-    train_features: Sequence[dict],
-    dev_features: Sequence[dict] | None,
-    tcfg: Any,
-    seed: int,
-    pad_token_id: int,
-    logger: RunLogger,
-    phase: str,
-    checkpoint_path: Path,
-    resume: bool = False,
-    select_on_dev: bool = True,
-    architect: Architect | None = None,
-    alpha_features: Sequence[dict] | None = None,
-    alpha_warmup_steps: int = 0,
-    max_steps: int | None = None,
-    progress: bool = True,
-) -> TrainResult:
-    """Train ``model``'s weight parameters; return the best-dev (or last) state's summary.
+StepFn = Callable[[int], dict[str, float]]
 
-    With ``select_on_dev`` the best dev checkpoint (task main metric) is restored at the end;
-    the search phase passes ``False`` (its dev set is D_alpha, which must not pick a state).
+
+class Trainer:
+    """One training phase of ``model``'s weight parameters on ``train_features``.
+
+    With ``select_on_dev`` the best dev state (task main metric) is restored at the end; the
+    search passes ``False`` (its dev set is D_alpha, which must not pick a state). ``extra``
+    objects (the search's architect) are checkpointed and restored with the model.
     """
-    t0 = time.time()
-    device = resolve_device(str(tcfg.get("device", "auto")))
-    model.to(device)
-    main = task.main_metric
-    grad_accum = int(tcfg.get("grad_accum") or 1)
-    n_steps = int(max_steps) if max_steps is not None else total_steps(tcfg, len(train_features))
-    stream = BatchStream(train_features, int(tcfg.batch_size), seed, pad_token_id)
-    alpha_stream = (
-        BatchStream(alpha_features, int(tcfg.batch_size), seed + 1, pad_token_id)
-        if architect is not None and alpha_features
-        else None
-    )
-    optimizer = build_optimizer(model, tcfg)
-    scheduler = linear_schedule(optimizer, int(float(tcfg.warmup_ratio) * n_steps), n_steps)
-    eval_every = int(tcfg.get("eval_every") or 0)
-    ckpt_every = int(tcfg.get("checkpoint_every") or 0)
-    patience = int(tcfg.get("patience") or 0)
-    use_bf16 = str(tcfg.get("precision", "fp32")) == "bf16" and device.type == "cuda"
-    # States entering the first prompt layer, computed once per example (trainer.
-    # cache_lower_layers). Not under bf16 autocast: evaluation runs in fp32, and one cache
-    # must hold the same states for both.
-    cache = None if use_bf16 else LowerStateCache.for_model(model, tcfg, label=phase)
 
-    def fetch(source: BatchStream, index: int) -> dict[str, torch.Tensor]:
-        batch = to_device(source.batch(index), device)
-        return cache.attach(batch) if cache is not None else batch
+    def __init__(
+        self,
+        model: TrainableModel,
+        *,
+        task: Any,
+        train_features: Sequence[dict],
+        dev_features: Sequence[dict] | None,
+        tcfg: Any,
+        seed: int,
+        pad_token_id: int,
+        logger: RunLogger,
+        phase: str,
+        checkpoint_path: Path,
+        resume: bool = False,
+        select_on_dev: bool = True,
+        max_steps: int | None = None,
+        progress: bool = True,
+        extra: dict[str, Stateful] | None = None,
+    ) -> None:
+        self.t0 = time.time()
+        self.model, self.task, self.tcfg = model, task, tcfg
+        self.dev_features, self.pad_token_id = dev_features, pad_token_id
+        self.logger, self.phase, self.checkpoint_path = logger, phase, checkpoint_path
+        self.select_on_dev, self.progress = select_on_dev, progress
+        self.extra = dict(extra or {})
+        self.device = resolve_device(str(tcfg.device))
+        model.to(self.device)
+        self.grad_accum = int(tcfg.grad_accum)
+        n_train = len(train_features)
+        self.total = int(max_steps) if max_steps is not None else total_steps(tcfg, n_train)
+        self.stream = BatchStream(train_features, int(tcfg.batch_size), seed, pad_token_id)
+        self.optimizer = build_optimizer(model, tcfg)
+        warmup = int(float(tcfg.warmup_ratio) * self.total)
+        self.scheduler = linear_schedule(self.optimizer, warmup, self.total)
+        self.bf16 = str(tcfg.precision) == "bf16" and self.device.type == "cuda"
+        # States entering the first prompt layer, computed once per example. Not under bf16
+        # autocast: evaluation runs in fp32, and one cache must hold the same states for both.
+        self.cache = None if self.bf16 else LowerStateCache.for_model(model, tcfg, label=phase)
+        self.step = 0
+        self.best: dict[str, Any] = {"metric": -math.inf, "step": None, "dev": None, "state": None}
+        self.last_dev: dict[str, float] | None = None
+        self.bad_evals = 0
+        self.resumed_from: int | None = None
+        if resume and checkpoint_path.exists():
+            self._restore()
 
-    step = 0
-    best: dict[str, Any] = {"metric": -math.inf, "step": None, "dev": None, "state": None}
-    last_dev: dict[str, float] | None = None
-    bad_evals = 0
-    resumed_from = None
-    if resume and checkpoint_path.exists():
-        ck = load_checkpoint(checkpoint_path)
-        load_trainable_state(model, ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if architect is not None and ck.get("architect") is not None:
-            architect.load_state_dict(ck["architect"])
-        step, best, bad_evals, last_dev = ck["step"], ck["best"], ck["bad_evals"], ck["last_dev"]
-        set_rng_state(ck["rng"])
-        resumed_from = step
-        logger.truncate_after(phase, step)
-        print(f"[{phase}] resumed from step {step} ({checkpoint_path})", file=sys.stderr)
+    # -- batches -----------------------------------------------------------------------------
+    def fetch(self, source: BatchStream, index: int) -> dict[str, torch.Tensor]:
+        """Batch ``index`` of ``source`` on the device, with cached lower-layer states."""
+        batch = to_device(source.batch(index), self.device)
+        return self.cache.attach(batch) if self.cache is not None else batch
 
-    def checkpoint() -> None:
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "phase": phase,
-                "step": step,
-                "model": trainable_state(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "architect": architect.state_dict() if architect is not None else None,
-                "best": best,
-                "bad_evals": bad_evals,
-                "last_dev": last_dev,
-                "rng": rng_state(),
-            },
-        )
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Training batch ``index`` (micro-batch index with gradient accumulation)."""
+        return self.fetch(self.stream, index)
 
-    def run_eval() -> dict[str, float] | None:
-        if not dev_features:
+    # -- one step ----------------------------------------------------------------------------
+    def weight_step(self, step: int) -> dict[str, float]:
+        """One optimiser step of the weights on the training batch(es) of ``step``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for micro in range(self.grad_accum):
+            batch = self.batch(step * self.grad_accum + micro)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                loss = self.model(**batch)["loss"] / self.grad_accum
+            if not torch.isfinite(loss):
+                self._non_finite(loss, step)
+            loss.backward()
+            loss_sum += float(loss.detach())
+        # Gates are stepped by a search's architect only; drop the grads the weight loss left.
+        for p in self.model.gate_parameters():
+            p.grad = None
+        if self.tcfg.max_grad_norm:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, float(self.tcfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"train/loss": loss_sum, "train/lr": self.scheduler.get_last_lr()[0]}
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Official metrics on the dev features (None without dev features)."""
+        if not self.dev_features:
             return None
         return evaluate(
-            model,
-            dev_features,
-            task,
-            batch_size=int(tcfg.get("eval_batch_size") or tcfg.batch_size),
-            pad_token_id=pad_token_id,
-            device=device,
-            cache=cache,
+            self.model,
+            self.dev_features,
+            self.task,
+            batch_size=int(self.tcfg.eval_batch_size),
+            pad_token_id=self.pad_token_id,
+            device=self.device,
+            cache=self.cache,
         )
 
-    model.train()
-    bar = tqdm(
-        total=n_steps,
-        initial=step,
-        desc=phase,
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=1.0,
-    )
-    stopped_early = False
-    # closing(bar): the bar is finished before an error line is printed, not after it.
-    with _StopFlag() as stop, contextlib.closing(bar):
-        while step < n_steps:
-            logs: dict[str, float] = {}
-            if architect is not None and alpha_stream is not None and step >= alpha_warmup_steps:
-                logs.update(
-                    architect.step(
-                        fetch(stream, step * grad_accum),
-                        fetch(alpha_stream, step),
-                        step,
-                        n_steps,
-                    )
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for micro in range(grad_accum):
-                batch = fetch(stream, step * grad_accum + micro)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = model(**batch)["loss"] / grad_accum
-                if not torch.isfinite(loss):
-                    where = (
-                        f"last good checkpoint: step {_ckpt_step(checkpoint_path)} in "
-                        f"{checkpoint_path}"
-                        if checkpoint_path.exists()
-                        else "no checkpoint was written yet"
-                    )
-                    raise RuntimeFailure(
-                        f"non-finite loss ({loss.item()}) at {phase} step {step + 1}; {where}; "
-                        "lower trainer.lr or check the data"
-                    )
-                loss.backward()
-                loss_sum += float(loss.detach())
-            # Gates are stepped by the architect only; drop grads the weight loss left on them.
-            for p in getattr(model, "gate_parameters", lambda: [])():
-                p.grad = None
-            if tcfg.get("max_grad_norm"):
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in optimizer.param_groups for p in g["params"]],
-                    float(tcfg.max_grad_norm),
-                )
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            logs["train/loss"] = loss_sum
-            logs["train/lr"] = scheduler.get_last_lr()[0]
-            if architect is not None:
-                logs.update(architect.log_values())
-            if eval_every and (step % eval_every == 0 or step == n_steps):
-                last_dev = run_eval()
-                if last_dev is not None:
-                    logs.update({f"dev/{k}": v for k, v in last_dev.items()})
-                    if select_on_dev:
-                        if last_dev[main] > best["metric"]:
-                            best = {
-                                "metric": last_dev[main],
-                                "step": step,
-                                "dev": last_dev,
-                                "state": trainable_state(model),
-                            }
-                            bad_evals = 0
-                        else:
-                            bad_evals += 1
-            logger.log(logs, step=step, phase=phase)
-            post = {"loss": f"{loss_sum:.4f}"}
-            if last_dev is not None:
-                post[f"dev_{main}"] = f"{last_dev[main]:.4f}"
-            if "search/gate_entropy" in logs:
-                post["H"] = f"{logs['search/gate_entropy']:.3f}"
-            bar.set_postfix(post, refresh=False)
-            bar.update(1)
-            if ckpt_every and step % ckpt_every == 0 or step == n_steps:
-                checkpoint()
-            if stop.hit:
-                checkpoint()
-                bar.close()
-                how = "interrupted" if stop.signum == signal.SIGINT else "stopped by SIGTERM"
-                raise Interrupted(
-                    f"{how} at {phase} step {step}; checkpoint saved in {checkpoint_path}; "
-                    "continue with the same command plus resume=true "
-                    f"hydra.run.dir={checkpoint_path.parent.parent}",
-                    exit_code=128 + int(stop.signum),
-                )
-            if select_on_dev and patience and bad_evals >= patience:
-                stopped_early = True
-                checkpoint()
-                break
-    bar.close()
-    if stopped_early:
-        print(f"[{phase}] early stop at step {step} (patience {patience})", file=sys.stderr)
-    if select_on_dev and best["state"] is not None:
-        # Report test on the best dev state, never on the best test epoch.
-        load_trainable_state(model, best["state"])
-    return TrainResult(
-        steps=step,
-        best_step=best["step"],
-        best_dev=best["dev"],
-        last_dev=last_dev,
-        wall_time_s=time.time() - t0,
-        resumed_from=resumed_from,
-    )
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, step_fn: StepFn | None = None) -> TrainResult:
+        """Run ``step_fn(step)`` (default :meth:`weight_step`) up to the last step; evaluate,
+        log and checkpoint after each; restore the best dev state at the end."""
+        step_fn = step_fn or self.weight_step
+        self.model.train()
+        bar = tqdm(
+            total=self.total,
+            initial=self.step,
+            desc=self.phase,
+            disable=not self.progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        stopped_early = False
+        # closing(bar): the bar is finished before an error line is printed, not after it.
+        with _StopFlag() as stop, contextlib.closing(bar):
+            while self.step < self.total:
+                logs = step_fn(self.step)
+                self.step += 1
+                self._after_step(logs, bar)
+                if stop.hit:
+                    self._interrupted(stop, bar)
+                if self.select_on_dev and self._patience_spent():
+                    stopped_early = True
+                    self.checkpoint()
+                    break
+        if stopped_early:
+            patience = self.tcfg.patience
+            print(f"[{self.phase}] early stop at step {self.step} (patience {patience})",
+                  file=sys.stderr)  # fmt: skip
+        if self.select_on_dev and self.best["state"] is not None:
+            # Report test on the best dev state, never on the best test epoch.
+            load_trainable_state(self.model, self.best["state"])
+        return TrainResult(
+            steps=self.step,
+            best_step=self.best["step"],
+            best_dev=self.best["dev"],
+            last_dev=self.last_dev,
+            wall_time_s=time.time() - self.t0,
+            resumed_from=self.resumed_from,
+        )
+
+    def _after_step(self, logs: dict[str, float], bar: Any) -> None:
+        step, eval_every = self.step, int(self.tcfg.eval_every or 0)
+        if eval_every and (step % eval_every == 0 or step == self.total):
+            self.last_dev = self.evaluate()
+            if self.last_dev is not None:
+                logs.update({f"dev/{k}": v for k, v in self.last_dev.items()})
+                if self.select_on_dev:
+                    self._track_best(self.last_dev)
+        self.logger.log(logs, step=step, phase=self.phase)
+        main = self.task.main_metric
+        post = {"loss": f"{logs.get('train/loss', float('nan')):.4f}"}
+        if self.last_dev is not None:
+            post[f"dev_{main}"] = f"{self.last_dev[main]:.4f}"
+        if "search/gate_entropy" in logs:
+            post["H"] = f"{logs['search/gate_entropy']:.3f}"
+        bar.set_postfix(post, refresh=False)
+        bar.update(1)
+        every = int(self.tcfg.checkpoint_every or 0)
+        if every and step % every == 0 or step == self.total:
+            self.checkpoint()
+
+    def _track_best(self, dev: dict[str, float]) -> None:
+        main = self.task.main_metric
+        if dev[main] > self.best["metric"]:
+            state = trainable_state(self.model)
+            self.best = {"metric": dev[main], "step": self.step, "dev": dev, "state": state}
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+
+    def _patience_spent(self) -> bool:
+        patience = int(self.tcfg.patience or 0)
+        return bool(patience) and self.bad_evals >= patience
+
+    # -- checkpoints and failures --------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Save everything a resumed run needs to continue bit-identically."""
+        payload = {
+            "phase": self.phase,
+            "step": self.step,
+            "model": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "architect": None,
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+            "last_dev": self.last_dev,
+            "rng": rng_state(),
+        }
+        payload.update({name: obj.state_dict() for name, obj in self.extra.items()})
+        save_checkpoint(self.checkpoint_path, payload)
+
+    def _restore(self) -> None:
+        ck = load_checkpoint(self.checkpoint_path)
+        load_trainable_state(self.model, ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        for name, obj in self.extra.items():
+            if ck.get(name) is not None:
+                obj.load_state_dict(ck[name])
+        self.step, self.best = ck["step"], ck["best"]
+        self.bad_evals, self.last_dev = ck["bad_evals"], ck["last_dev"]
+        set_rng_state(ck["rng"])
+        self.resumed_from = self.step
+        self.logger.truncate_after(self.phase, self.step)
+        print(f"[{self.phase}] resumed from step {self.step} ({self.checkpoint_path})",
+              file=sys.stderr)  # fmt: skip
+
+    def _non_finite(self, loss: torch.Tensor, step: int) -> None:
+        path = self.checkpoint_path
+        where = (
+            f"last good checkpoint: step {_ckpt_step(path)} in {path}"
+            if path.exists()
+            else "no checkpoint was written yet"
+        )
+        raise RuntimeFailure(
+            f"non-finite loss ({loss.item()}) at {self.phase} step {step + 1}; {where}; "
+            "lower trainer.lr or check the data"
+        )
+
+    def _interrupted(self, stop: _StopFlag, bar: Any) -> None:
+        self.checkpoint()
+        bar.close()
+        how = "interrupted" if stop.signum == signal.SIGINT else "stopped by SIGTERM"
+        raise Interrupted(
+            f"{how} at {self.phase} step {self.step}; checkpoint saved in "
+            f"{self.checkpoint_path}; continue with the same command plus resume=true "
+            f"hydra.run.dir={self.checkpoint_path.parent.parent}",
+            exit_code=128 + int(stop.signum or 0),
+        )
+
+
+def train(model: TrainableModel, **options: Any) -> TrainResult:
+    """Train ``model`` for one phase (see :class:`Trainer` for the options)."""
+    return Trainer(model, **options).fit()
 
 
 def _ckpt_step(path: Path) -> int | str:

@@ -1,4 +1,4 @@
-"""SPT-DARTS: the architect step of the bi-level search over prompt-layer gates.
+"""SPT-DARTS' architect: one alpha update of the prompt-layer gates per search step.
 
 First order: alpha <- alpha - lr * grad_alpha L_val(w, alpha).
 Second order (DARTS, Liu et al. 2019, eq. 7-8): with the virtual step w' = w - xi grad_w
@@ -14,11 +14,13 @@ copied.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch.func import functional_call
+
+from spt_cli.search.options import check_search_options
+from spt_cli.train.protocol import TrainableModel
 
 
 def binary_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -30,31 +32,21 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
 class Architect:
     """Owns the gate optimiser and computes one alpha update per search step."""
 
-    def __init__(self, model: torch.nn.Module, scfg: Any, weight_lr: float) -> None:
+    def __init__(self, model: TrainableModel, scfg: Any, weight_lr: float) -> None:
+        check_search_options(scfg)
         self.model = model
-        self.order = str(scfg.get("order", "first"))
-        if self.order not in ("first", "second"):
-            from spt_cli.errors import ConfigError
-
-            raise ConfigError(f"search.order={self.order} is not known; use first or second")
-        self.hessian = str(scfg.get("hessian", "central"))
-        if self.hessian not in ("central", "forward"):
-            from spt_cli.errors import ConfigError
-
-            raise ConfigError(f"search.hessian={self.hessian} is not known; use central or forward")
-        self.xi = float(scfg.get("xi") or weight_lr)
-        self.budget = scfg.get("budget")
-        self.penalty = float(scfg.get("budget_penalty") or 0.0)
-        self.anneal = bool(scfg.get("anneal", False))
-        self.tau_start = float(scfg.get("tau_start", 1.0))
-        self.tau_end = float(scfg.get("tau_end", 1.0))
+        self.order, self.hessian = str(scfg.order), str(scfg.hessian)
+        self.xi = float(scfg.xi or weight_lr)
+        self.budget = scfg.budget
+        self.penalty = float(scfg.budget_penalty or 0.0)
+        self.anneal = bool(scfg.anneal)
+        self.tau_start, self.tau_end = float(scfg.tau_start), float(scfg.tau_end)
         self.gates = list(model.gate_parameters())
-        betas = tuple(float(b) for b in scfg.get("alpha_betas", (0.5, 0.999)))
         self.optimizer = torch.optim.Adam(
             self.gates,
-            lr=float(scfg.get("alpha_lr", 3e-4)),
-            betas=betas,
-            weight_decay=float(scfg.get("alpha_weight_decay", 1e-3)),
+            lr=float(scfg.alpha_lr),
+            betas=tuple(float(b) for b in scfg.alpha_betas),
+            weight_decay=float(scfg.alpha_weight_decay),
         )
         self.model.set_tau(self.tau_start)
 
@@ -165,11 +157,11 @@ class Architect:
             for layer, p in zip(self.model.candidate_layers, probs)
         }
         out["search/gate_entropy"] = float(binary_entropy(probs))
-        out["search/tau"] = float(getattr(self.model, "tau", self.tau_start))
+        out["search/tau"] = float(self.model.tau)
         return out
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "tau": getattr(self.model, "tau", None)}
+        return {"optimizer": self.optimizer.state_dict(), "tau": self.model.tau}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -190,19 +182,3 @@ def _rng_set(device: torch.device, state: tuple) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
-
-
-def default_budget(num_layers: int) -> int:
-    """About a third of the layers (method.md): round(L / 3), at least 1."""
-    return max(1, int(math.floor(num_layers / 3 + 0.5)))
-
-
-def select_layers(
-    probs: dict[int, float], budget: int | None = None, threshold: float | None = None
-) -> list[int]:
-    """Derive the prompt layers: every layer above ``threshold`` if given, else the ``budget``
-    layers with the largest gate probability (ties broken towards the lower layer)."""
-    if threshold is not None:
-        return sorted(layer for layer, p in probs.items() if p > threshold)
-    ranked = sorted(probs, key=lambda layer: (-probs[layer], layer))
-    return sorted(ranked[: int(budget)])

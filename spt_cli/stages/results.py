@@ -1,0 +1,95 @@
+"""``results.json``: the one writer every stage uses, and the headline line it prints."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from spt_cli.config import to_plain
+from spt_cli.files import write_json
+from spt_cli.stages.common import Setup, majority
+
+
+@dataclass
+class Fit:
+    """What training (or evaluating) one model produced; None where a stage has no model."""
+
+    method: str
+    head: str | None = None
+    layers: list[int] | None = None
+    dev: dict[str, float] | None = None
+    test: dict[str, float] | None = None
+    parameters: dict[str, Any] | None = None
+    best_step: int | None = None
+    steps: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    """Package versions recorded in every results.json."""
+    import datasets
+    import transformers
+
+    import spt_cli
+
+    return {
+        "spt_cli": spt_cli.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+    }
+
+
+def write_results(
+    cfg: DictConfig, run_dir: Path, s: Setup, stage: str, fit: Fit, t0: float, **extra: Any
+) -> dict[str, Any]:
+    """Write ``results.json`` (schema in docs/architecture.md) atomically; return it."""
+    results = {
+        "task": s.task.name,
+        "method": fit.method,
+        "stage": stage,
+        "model": str(cfg.model.name),
+        "shots": int(cfg.shots),
+        "seed": int(cfg.seed),
+        "status": "completed",
+        "main_metric": s.task.main_metric,
+        "head": fit.head,
+        "dev": fit.dev,
+        "test": fit.test,
+        "majority_baseline": majority(s),
+        "parameters": fit.parameters,
+        "selected_layers": extra.pop("selected_layers", None),
+        "gate_probs": extra.pop("gate_probs", None),
+        "prompt_layers": fit.layers,
+        "best_step": fit.best_step,
+        "steps": fit.steps,
+        "wall_time_s": round(time.time() - t0, 2),
+        "versions": versions(),
+        "config": to_plain(cfg),
+        **fit.extra,
+        **extra,
+    }
+    write_json(run_dir / "results.json", results)
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    """Print the headline numbers of a finished run."""
+    main = results["main_metric"]
+    test = results.get("test") or {}
+    base = (results.get("majority_baseline") or {}).get("test", {})
+    parts = [f"{results['task']} {results['method']} (seed {results['seed']})"]
+    if results.get("selected_layers") is not None:
+        parts.append(f"layers {results['selected_layers']}")
+    if results.get("dev"):
+        parts.append(f"dev {main} {results['dev'].get(main, float('nan')):.4f}")
+    if main in test:
+        parts.append(f"test {main} {test[main]:.4f} (majority {base.get(main, float('nan')):.4f})")
+    print("result: " + " | ".join(parts))

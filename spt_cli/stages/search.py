@@ -1,0 +1,117 @@
+"""``spt-run search``: SPT-DARTS on D_w / D_alpha, the selected layers, then (by default) the
+retrain of those layers on the whole training split."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from spt_cli.config import to_plain
+from spt_cli.errors import ConfigError
+from spt_cli.files import write_json
+from spt_cli.runlog import RunLogger, plot_gates, read_metrics
+from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
+from spt_cli.stages.results import Fit, report, write_results
+from spt_cli.stages.train import fit_and_test, fixed_method
+
+SEARCH_CKPT = "checkpoints/search.pt"
+SELECTION = "selected_layers.json"
+
+
+def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
+    """Search, show the selection, then retrain it (``retrain=false``: stop after the search)."""
+    t0 = time.time()
+    if str(cfg.method.name) != "spt":
+        raise ConfigError(
+            f"search needs method=spt (got method={cfg.method.name}); "
+            f"use spt-run train method={cfg.method.name} for baselines"
+        )
+    s = setup(cfg)
+    logger = logger_for(cfg, run_dir, "search", s.task.name)
+    try:
+        selection = load_selection(run_dir) if cfg.resume else None
+        if selection is None:
+            selection = search(cfg, s, run_dir, logger)
+        else:
+            say("search", f"resumed: search already finished, layers {selection['layers']}")
+        show_selection(run_dir, selection, logger)
+        layers, probs = selection["layers"], selection["probs"]
+        if not cfg.retrain:
+            fit = Fit(method="spt")
+            write_results(cfg, run_dir, s, "search", fit, t0, selected_layers=layers,
+                          gate_probs=probs)  # fmt: skip
+            return None
+        fit = fit_and_test(cfg, s, fixed_method(cfg.method, layers), run_dir, logger, "retrain")
+        fit.method = "spt"
+        results = write_results(cfg, run_dir, s, "search", fit, t0, selected_layers=layers,
+                                gate_probs=probs)  # fmt: skip
+        logger.summary({"test": results["test"], "dev": results["dev"] or {}})
+        report(results)
+        return (results["dev"] or {}).get(s.task.main_metric)
+    finally:
+        logger.finish()
+
+
+def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
+    """Run the bi-level search and write ``selected_layers.json``; return its content."""
+    from spt_cli.model import format_parameter_table
+    from spt_cli.search.bilevel import run_search, search_budget, split_train
+
+    model = build(cfg, cfg.method, s)
+    budget = search_budget(cfg.search, model.candidate_layers, model.num_layers)
+    say("search", f"head={model.head_name} candidates={model.candidate_layers} budget={budget}")
+    print(format_parameter_table(model.parameter_table()))
+    portion, seed = float(cfg.search.alpha_portion), int(cfg.seed)
+    d_w, d_alpha = split_train(s.task, list(s.data.train), portion, seed)
+    result = run_search(
+        model,
+        task=s.task,
+        w_features=encode_split(cfg, s, d_w, model.head_name),
+        alpha_features=encode_split(cfg, s, d_alpha, model.head_name),
+        scfg=cfg.search,
+        tcfg=cfg.trainer,
+        seed=seed,
+        pad_token_id=pad_id(s.tokenizer),
+        logger=logger,
+        checkpoint_path=run_dir / SEARCH_CKPT,
+        resume=bool(cfg.resume),
+    )
+    selection = {
+        "layers": result.layers,
+        "probs": {str(k): v for k, v in result.probs.items()},
+        "budget": result.budget,
+        "threshold": result.threshold,
+        "d_w": len(d_w),
+        "d_alpha": len(d_alpha),
+        "config": to_plain(cfg),
+    }
+    write_json(run_dir / SELECTION, selection)
+    return selection
+
+
+def load_selection(run_dir: Path) -> dict[str, Any] | None:
+    """A finished search's selection (resume after the search phase), else None."""
+    path = run_dir / SELECTION
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def show_selection(run_dir: Path, selection: dict[str, Any], logger: RunLogger) -> None:
+    """gates.png, the console line and the W&B summary of a selection."""
+    layers = selection["layers"]
+    probs = {int(k): v for k, v in selection["probs"].items()}
+    history = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("phase") == "search"]
+    png = plot_gates(history, probs, layers, run_dir / "gates.png")
+    if png is not None:
+        logger.image("gates", png)
+    gates = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(probs.items()))
+    say("search", f"selected layers {layers} (gate probabilities {gates})")
+    logger.summary(
+        {
+            "selected_layers": str(layers),
+            "final_gates": {f"layer_{k:02d}": v for k, v in probs.items()},
+        }
+    )

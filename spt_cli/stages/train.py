@@ -1,0 +1,129 @@
+"""``spt-run train`` and ``spt-run retrain``: one method trained with the shared loop, selected
+on dev, tested; also the retrain half of ``spt-run search``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from spt_cli.config import read_config_file
+from spt_cli.errors import ConfigError
+from spt_cli.runlog import RunLogger
+from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
+from spt_cli.stages.common import test_metrics as measure_test
+from spt_cli.stages.results import Fit, report, write_results
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    s: Setup,
+    method_cfg: DictConfig,
+    run_dir: Path,
+    logger: RunLogger,
+    phase: str,
+) -> Fit:
+    """Train ``method_cfg`` on the training split, select on dev, test; save the artefact."""
+    from spt_cli.model import format_parameter_table, save_artifact
+    from spt_cli.train.loop import resolve_device, train
+
+    model = build(cfg, method_cfg, s)
+    table = model.parameter_table()
+    say(phase, f"method={method_cfg.name} head={model.head_name}")
+    print(format_parameter_table(table))
+    head = model.head_name
+    result = train(
+        model,
+        task=s.task,
+        train_features=encode_split(cfg, s, s.data.train, head),
+        dev_features=encode_split(cfg, s, s.data.dev, head),
+        tcfg=cfg.trainer,
+        seed=int(cfg.seed),
+        pad_token_id=pad_id(s.tokenizer),
+        logger=logger,
+        phase=phase,
+        checkpoint_path=run_dir / "checkpoints" / f"{phase}.pt",
+        resume=bool(cfg.resume),
+    )
+    test = measure_test(model, cfg, s, head, resolve_device(str(cfg.trainer.device)))
+    meta = {"task": s.task.name, "stage": phase, "seed": int(cfg.seed), "shots": int(cfg.shots)}
+    save_artifact(model, run_dir / "artifact", meta)
+    return Fit(
+        method=str(method_cfg.name),
+        head=head,
+        layers=list(model.spec.layers or []),
+        dev=result.best_dev or result.last_dev,
+        test=test,
+        parameters=table,
+        best_step=result.best_step,
+        steps=result.steps,
+    )
+
+
+def fixed_method(search_method: DictConfig, layers: list[int]) -> DictConfig:
+    """``spt_fixed`` on ``layers`` with the search's prompt settings (p, generator, m, ...)."""
+    base = read_config_file("method", "spt_fixed")
+    shared = {
+        k: search_method[k]
+        for k in search_method
+        if k in base and k not in ("name", "layers", "gate", "input_prompt")
+    }
+    merged = OmegaConf.merge(base, shared, {"layers": list(layers)})
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def resolve_retrain_layers(cfg: DictConfig) -> list[int]:
+    """Layers for ``retrain``: ``layers=[..]`` or ``from_search=<search run dir>``."""
+    if cfg.layers is not None:
+        return [int(x) for x in cfg.layers]
+    src = cfg.from_search
+    if not src:
+        raise ConfigError(
+            "retrain needs from_search=<search run dir> or layers=[..], e.g. layers=[2,4]"
+        )
+    path = Path(str(src)) / "selected_layers.json"
+    if not path.exists():
+        raise ConfigError(
+            f"from_search={src} has no selected_layers.json (missing or unfinished search); "
+            "point it at a finished spt-run search directory"
+        )
+    try:
+        layers = json.loads(path.read_text())["layers"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise ConfigError(
+            f"{path} is not a valid selection file ({exc}); rerun the search"
+        ) from exc
+    return [int(x) for x in layers]
+
+
+def stage_train(cfg: DictConfig, run_dir: Path, stage: str = "train") -> float | None:
+    """Train a method (baselines, or spt_fixed for retrain) with the shared loop, then test."""
+    t0 = time.time()
+    method_cfg = cfg.method
+    if stage == "train" and str(method_cfg.name) == "spt":
+        raise ConfigError(
+            "method=spt is searched, not trained: "
+            "use spt-run search (or spt-run retrain layers=[..])"
+        )
+    if stage == "retrain":
+        search_method = cfg.method if str(cfg.method.name) == "spt" else None
+        method_cfg = fixed_method(search_method or read_config_file("method", "spt"),
+                                  resolve_retrain_layers(cfg))  # fmt: skip
+    elif cfg.layers is not None:
+        method_cfg = OmegaConf.merge(method_cfg, {"layers": list(cfg.layers)})
+    s = setup(cfg)
+    logger = logger_for(cfg, run_dir, stage, s.task.name)
+    try:
+        fit = fit_and_test(cfg, s, method_cfg, run_dir, logger, stage)
+        if stage == "retrain":
+            fit.method = "spt"
+        selected = fit.layers if stage == "retrain" else None
+        results = write_results(cfg, run_dir, s, stage, fit, t0, selected_layers=selected)
+        logger.summary({"test": results["test"], "dev": results["dev"] or {}})
+        report(results)
+        return (results["dev"] or {}).get(s.task.main_metric)
+    finally:
+        logger.finish()

@@ -91,12 +91,15 @@ def _split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     return overrides, flags
 
 
-def _first_values(overrides: list[str]) -> list[str]:
-    """Overrides with every sweep replaced by its first value (one config to check)."""
+def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Every job of the command: the cartesian product of its sweeps (Hydra's basic sweeper
+    order), each job as plain ``key=value`` overrides."""
+    import itertools
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    out = []
+    choices = []
     for text in overrides:
         try:
             ov = parser.parse_override(text)
@@ -107,10 +110,10 @@ def _first_values(overrides: list[str]) -> list[str]:
             values = list(ov.sweep_string_iterator())
             if not values:
                 raise ConfigError(f"override '{text}' sweeps over no value")
-            out.append(f"{ov.get_key_element()}={values[0]}")
+            choices.append([f"{ov.get_key_element()}={v}" for v in values])
         else:
-            out.append(text)
-    return out
+            choices.append([text])
+    return [list(job) for job in itertools.product(*choices)]
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -181,35 +184,60 @@ def _output_dir(cfg, multirun: bool) -> Path | None:
         return None
 
 
-def preflight(stage: str, overrides: list[str], multirun: bool = False) -> Path | None:
-    """Compose the first configuration of the command and validate it, before any file is
-    written: values, the output directory, and ``resume=true``'s checkpoint.
+def _compose(stage: str, job: list[str]):
+    """The composed config of one job (Hydra's own keys: only the output directories, since
+    launcher options need plugins that plain composition does not load)."""
+    from hydra import compose
 
-    Returns the run directory (the sweep directory with ``multirun``) where it resolves."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    _check_group_choices(overrides)
-    first = _first_values(overrides)
-    plain = [o for o in first if not o.lstrip("+~").startswith("hydra")]
-    # Of Hydra's own keys only the output directories matter here (launcher options need
-    # plugins that plain composition does not load).
-    dirs = [o for o in first if o.split("=", 1)[0] in ("hydra.run.dir", "hydra.sweep.dir")]
-    GlobalHydra.instance().clear()
+    plain = [o for o in job if not o.lstrip("+~").startswith("hydra")]
+    dirs = [o for o in job if o.split("=", 1)[0] in ("hydra.run.dir", "hydra.sweep.dir")]
     try:
-        with initialize_config_module(config_module="spt_cli.conf", version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[f"stage={stage}", *plain, *dirs],
-                return_hydra_config=True,
-            )
+        return compose(
+            config_name="config",
+            overrides=[f"stage={stage}", *plain, *dirs],
+            return_hydra_config=True,
+        )
     except SptError:
         raise
     except Exception as exc:  # noqa: BLE001 - any composition failure is the user's input
         raise ConfigError(_compose_message(exc)) from exc
+
+
+def _sweeper_params(cfg, overrides: list[str]) -> list[str]:
+    """``hydra.sweeper.params`` sweeps (set by an experiment) for keys the command line does
+    not set itself: Hydra's basic sweeper adds those to every job."""
+    params = cfg.hydra.sweeper.get("params") or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [f"{k}={v}" for k, v in params.items() if k not in given]
+
+
+def preflight(stage: str, overrides: list[str], multirun: bool = False) -> Path | None:
+    """Compose every job of the command and validate it, before any file is written: values,
+    the output directory, and ``resume=true``'s checkpoint. A sweep with one bad job fails
+    here, not after its good jobs ran.
+
+    Returns the run directory (the sweep directory with ``multirun``) where it resolves."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    _check_group_choices(overrides)
+    jobs = _sweep_jobs(overrides) if multirun else [overrides]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="spt_cli.conf", version_base="1.3"):
+            cfg = _compose(stage, jobs[0])
+            if multirun:
+                jobs = _sweep_jobs(overrides + _sweeper_params(cfg, overrides))
+            for i, job in enumerate(jobs):
+                job_cfg = cfg if i == 0 else _compose(stage, job)
+                try:
+                    validate(job_cfg)
+                except ConfigError as exc:
+                    if len(jobs) == 1:
+                        raise
+                    raise ConfigError(f"sweep job {i} ({' '.join(job)}): {exc}") from None
     finally:
         GlobalHydra.instance().clear()
-    validate(cfg)
     out = _output_dir(cfg, multirun)
     if out is None:
         return None
@@ -217,7 +245,7 @@ def preflight(stage: str, overrides: list[str], multirun: bool = False) -> Path 
     if not multirun:
         _check_not_in_use(out)
     if cfg.resume and not multirun:
-        if not any(o.startswith("hydra.run.dir=") for o in dirs):
+        if not any(o.startswith("hydra.run.dir=") for o in overrides):
             raise ConfigError(
                 "resume=true needs hydra.run.dir=<the run directory to continue> "
                 "(a new run directory has no checkpoint)"

@@ -50,6 +50,13 @@ def test_help_lists_stages_groups_and_choices(capsys):
         (["search", "search.order=third"], "search.order=third is not known"),
         (["search", "search.hessian=exact"], "search.hessian=exact is not known"),
         (["search", "-m", "dataset=rte,nope"], "unknown dataset 'nope'"),
+        # Every job of a sweep is checked before the first one runs.
+        (["search", "-m", "seed=13,abc"], "sweep job 1 (seed=abc): seed must be an integer"),
+        (
+            ["search", "-m", "experiment=cpu_fewshot", "trainer.max_steps=5,0"],
+            "sweep job 5 (experiment=cpu_fewshot trainer.max_steps=0 seed=13)",
+        ),
+        (["retrain", "layers=[]"], "layers=[] names no prompt layer, which is a head-only"),
         (["search", "stage=train"], "give the stage as the first word"),
     ],
 )

@@ -345,7 +345,7 @@ def test_cached_states_do_not_depend_on_the_batch_they_came_in():
         with torch.no_grad():
             for i in range(stream.batches_per_epoch):
                 cache.attach(stream.batch(i))
-        caches.append(cache._store)
+        caches.append(cache.store.states)
     assert caches[0].keys() == caches[1].keys()
     assert all(torch.equal(caches[0][k], caches[1][k]) for k in caches[0])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from spt_cli.config import split_name, to_plain
 from spt_cli.errors import DataError
 from spt_cli.runlog import RunLogger
+from spt_cli.train.cache import LowerStateCache, LowerStateStores
 
 
 def seed_everything(seed: int) -> None:
@@ -32,6 +33,8 @@ class Setup:
     data: Any
     backbone: Any
     tokenizer: Any
+    # Frozen lower-layer states, shared by every model built over this backbone in the run.
+    stores: LowerStateStores = field(default_factory=LowerStateStores)
 
 
 def load_data(cfg: DictConfig):
@@ -114,6 +117,7 @@ def test_metrics(model, cfg: DictConfig, s: Setup, head: str, device) -> dict[st
     """Metrics on every test split; extra splits (MNLI mismatched) get a suffix (``_mm``)."""
     from spt_cli.train.evaluate import evaluate
 
+    cache = LowerStateCache.for_model(model, cfg.trainer, "test", s.stores)
     out: dict[str, float] = {}
     for i, (name, examples) in enumerate(s.data.tests.items()):
         feats = encode_split(cfg, s, examples, head)
@@ -124,6 +128,7 @@ def test_metrics(model, cfg: DictConfig, s: Setup, head: str, device) -> dict[st
             batch_size=int(cfg.trainer.eval_batch_size),
             pad_token_id=pad_id(s.tokenizer),
             device=device,
+            cache=cache,
         )
         suffix = "" if i == 0 else "_" + ("mm" if name.endswith("mismatched") else name)
         out.update({k + suffix: v for k, v in metrics.items()})

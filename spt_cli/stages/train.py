@@ -46,6 +46,7 @@ def fit_and_test(
         phase=phase,
         checkpoint_path=run_dir / "checkpoints" / f"{phase}.pt",
         resume=bool(cfg.resume),
+        lower_stores=s.stores,
     )
     test = measure_test(model, cfg, s, head, resolve_device(str(cfg.trainer.device)))
     meta = {"task": s.task.name, "stage": phase, "seed": int(cfg.seed), "shots": int(cfg.shots)}

@@ -26,29 +26,99 @@ from spt_cli.train.protocol import TrainableModel
 _KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class LowerStateCache:
-    """Per-example lower-layer states of one model, on the model's device."""
+class LowerStateStore:
+    """Per-example states entering one block, bounded by ``max_mb``.
 
-    def __init__(self, model: TrainableModel, max_mb: float = 1024.0, label: str = "") -> None:
-        self.model = model
+    The states depend on the frozen backbone and the block only, so one store may serve every
+    model that freezes the blocks below that block (the layer-subset controls, a search's
+    retrain and its baselines in one process): see :class:`LowerStateStores`.
+    """
+
+    def __init__(self, max_mb: float = 1024.0, label: str = "") -> None:
         self.max_bytes = int(float(max_mb) * 2**20)
         self.label = label
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self._store: dict[bytes, torch.Tensor] = {}
+        self.states: dict[bytes, torch.Tensor] = {}
         self._warned = False
 
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        return self.states.get(key)
+
+    def put(self, key: bytes, states: torch.Tensor) -> None:
+        size = states.numel() * states.element_size()
+        if self.bytes + size > self.max_bytes:
+            if not self._warned:
+                self._warned = True
+                where = f"[{self.label}] " if self.label else ""
+                print(
+                    f"{where}lower-layer cache full at {self.bytes / 2**20:.0f} MB "
+                    f"({len(self.states)} examples); the rest are recomputed each step "
+                    "(raise trainer.cache_max_mb to cache more)",
+                    file=sys.stderr,
+                )
+            return
+        self.states[key] = states
+        self.bytes += size
+
+
+class LowerStateStores:
+    """One :class:`LowerStateStore` per block, for models over the same frozen backbone."""
+
+    def __init__(self) -> None:
+        self._by_layer: dict[int, LowerStateStore] = {}
+
+    def for_layer(self, layer: int, max_mb: float, label: str = "") -> LowerStateStore:
+        if layer not in self._by_layer:
+            self._by_layer[layer] = LowerStateStore(max_mb, label)
+        return self._by_layer[layer]
+
+
+class LowerStateCache:
+    """A model's view of the lower-layer states of its first prompt layer, on its device."""
+
+    def __init__(
+        self,
+        model: TrainableModel,
+        max_mb: float = 1024.0,
+        label: str = "",
+        store: LowerStateStore | None = None,
+    ) -> None:
+        self.model = model
+        self.store = store if store is not None else LowerStateStore(max_mb, label)
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.store.bytes
+
+    @property
+    def max_bytes(self) -> int:
+        return self.store.max_bytes
+
     @classmethod
-    def for_model(cls, model: TrainableModel, tcfg: Any, label: str = "") -> LowerStateCache | None:
+    def for_model(
+        cls,
+        model: TrainableModel,
+        tcfg: Any,
+        label: str = "",
+        stores: LowerStateStores | None = None,
+    ) -> LowerStateCache | None:
         """The cache a training run should use: None when off or when nothing is cacheable
-        (``model.cache_layer`` is None)."""
-        if not bool(tcfg.cache_lower_layers) or model.cache_layer is None:
+        (``model.cache_layer`` is None). ``stores``: states shared with other models over the
+        same backbone (else a store of its own)."""
+        layer = model.cache_layer
+        if not bool(tcfg.cache_lower_layers) or layer is None:
             return None
-        return cls(model, float(tcfg.cache_max_mb or 0), label)
+        max_mb = float(tcfg.cache_max_mb or 0)
+        store = (stores or LowerStateStores()).for_layer(layer, max_mb, label)
+        return cls(model, store=store)
 
     def __len__(self) -> int:
-        return len(self._store)
+        return len(self.store)
 
     def _row_keys(self, batch: dict[str, torch.Tensor]) -> tuple[list[bytes], list[int]] | None:
         mask = batch["attention_mask"].to("cpu", torch.long)
@@ -78,11 +148,11 @@ class LowerStateCache:
         for i, key in enumerate(keys):
             if key in found:
                 continue
-            states = self._store.get(key)
+            states = self.store.get(key)
             if states is None:
                 self.misses += 1
                 states = self._compute(batch, i, lens[i])
-                self._put(key, states)
+                self.store.put(key, states)
             else:
                 self.hits += 1
             found[key] = states
@@ -99,19 +169,3 @@ class LowerStateCache:
         # Stored states outlive an evaluation's inference mode: make them normal tensors.
         with torch.inference_mode(False), torch.no_grad():
             return self.model.lower_states(**one)[0].clone()
-
-    def _put(self, key: bytes, states: torch.Tensor) -> None:
-        size = states.numel() * states.element_size()
-        if self.bytes + size > self.max_bytes:
-            if not self._warned:
-                self._warned = True
-                where = f"[{self.label}] " if self.label else ""
-                print(
-                    f"{where}lower-layer cache full at {self.bytes / 2**20:.0f} MB "
-                    f"({len(self._store)} examples); the rest are recomputed each step "
-                    "(raise trainer.cache_max_mb to cache more)",
-                    file=sys.stderr,
-                )
-            return
-        self._store[key] = states
-        self.bytes += size

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from spt_cli.errors import ConfigError, RuntimeFailure, SptError
 from spt_cli.runlog import RunLogger
 from spt_cli.train.batches import BatchStream
-from spt_cli.train.cache import LowerStateCache
+from spt_cli.train.cache import LowerStateCache, LowerStateStores
 from spt_cli.train.checkpoint import (
     load_checkpoint,
     load_trainable_state,
@@ -149,7 +149,8 @@ class Trainer:
 
     With ``select_on_dev`` the best dev state (task main metric) is restored at the end; the
     search passes ``False`` (its dev set is D_alpha, which must not pick a state). ``extra``
-    objects (the search's architect) are checkpointed and restored with the model.
+    objects (the search's architect) are checkpointed and restored with the model;
+    ``lower_stores`` shares frozen lower-layer states with other models of the process.
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class Trainer:
         max_steps: int | None = None,
         progress: bool = True,
         extra: dict[str, Stateful] | None = None,
+        lower_stores: LowerStateStores | None = None,
     ) -> None:
         self.t0 = time.time()
         self.model, self.task, self.tcfg = model, task, tcfg
@@ -189,7 +191,9 @@ class Trainer:
         self.bf16 = str(tcfg.precision) == "bf16" and self.device.type == "cuda"
         # States entering the first prompt layer, computed once per example. Not under bf16
         # autocast: evaluation runs in fp32, and one cache must hold the same states for both.
-        self.cache = None if self.bf16 else LowerStateCache.for_model(model, tcfg, label=phase)
+        self.cache = (
+            None if self.bf16 else LowerStateCache.for_model(model, tcfg, phase, lower_stores)
+        )
         self.step = 0
         self.best: dict[str, Any] = {"metric": -math.inf, "step": None, "dev": None, "state": None}
         self.last_dev: dict[str, float] | None = None

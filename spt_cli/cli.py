@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from spt_cli import jobs
 from spt_cli.config import GROUPS, STAGES, group_choices, validate
 from spt_cli.errors import ConfigError, RuntimeFailure, SptError
 
@@ -335,19 +336,27 @@ def run_job(cfg) -> float | None:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
-    if cfg.trainer.get("num_threads"):
+    if cfg.trainer.num_threads:
         import torch
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
     lock: IO[str] | None = None
     owner = False  # False while another process may own run_dir: never clean it up then
     try:
+        if multirun:
+            run_dir = _reuse_prior_run(cfg, run_dir, f"job {hc.job.num} ({' '.join(overrides)})")
+            if run_dir is None:
+                return None
         lock = _lock_run_dir(run_dir)
         owner = True
         validate(cfg)
         if cfg.resume and (problem := _resume_problem(run_dir)):
             raise ConfigError(problem)
-        return run_stage(str(cfg.stage.name), cfg, run_dir, overrides)
+        if multirun:
+            jobs.remember(cfg, run_dir)
+        value = run_stage(str(cfg.stage.name), cfg, run_dir, overrides)
+        _record(cfg, run_dir, overrides)
+        return value
     except (SptError, KeyboardInterrupt, Exception) as exc:
         if _DEBUG and not isinstance(exc, KeyboardInterrupt):
             raise  # --debug / HYDRA_FULL_ERROR=1: the traceback (and the run dir) for developers
@@ -369,7 +378,7 @@ def run_job(cfg) -> float | None:
         # 130 / 143: Ctrl-C or SIGTERM. The run keeps its checkpoint, and a sweep stops
         # instead of starting its next job (a scheduler's SIGKILL follows its SIGTERM).
         stopped = code in (130, 143)
-        if owner and not cfg.get("resume") and not stopped:
+        if owner and not cfg.resume and not stopped:
             _cleanup_failed_run(run_dir)
         if multirun and not stopped:
             # A sweep goes on with its other jobs; this one is recorded as failed for `table`.
@@ -389,6 +398,35 @@ def run_job(cfg) -> float | None:
         if lock is not None:
             lock.close()
     return None
+
+
+def _reuse_prior_run(cfg, run_dir: Path, job: str) -> Path | None:
+    """The directory this sweep job should run in: None to skip a job that already completed
+    with the same config, the old directory (resume=true) of a killed one, else ``run_dir``."""
+    from omegaconf import open_dict
+
+    prior = jobs.find_prior(cfg, run_dir)
+    if prior.state is None:
+        return run_dir
+    jobs.link(run_dir, prior)
+    if prior.state == "completed":
+        print(f"skip: {job} completed before: {prior.run_dir or prior.record}", file=sys.stderr)
+        return None
+    print(f"continue: {job} from the checkpoint in {prior.run_dir}", file=sys.stderr)
+    with open_dict(cfg):
+        cfg.resume = True
+    return prior.run_dir
+
+
+def _record(cfg, run_dir: Path, overrides: list[str]) -> None:
+    """The compact record of a completed run, when ``records`` names a folder."""
+    import json
+
+    path = run_dir / "results.json"
+    if cfg.records and path.exists():
+        results = json.loads(path.read_text(encoding="utf-8"))
+        if results.get("status") == "completed":
+            jobs.write_record(cfg, results, overrides)
 
 
 def _hydra_entry() -> None:
@@ -437,6 +475,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [sys.argv[0], *flags, f"stage={stage}", *overrides, *pinned]
     started = time.time()
     _hydra_entry()
+    if multirun and out is not None:
+        _report_reused(out, since=started)
     failed = list(_FAILED)
     if multirun and out is not None and not failed:
         # Launchers that run jobs in other processes (joblib, submitit) do not fill _FAILED.
@@ -462,6 +502,26 @@ def _failed_jobs(sweep_dir: Path, since: float) -> list[str]:
             error = "unreadable failed.json"
         out.append(f"{path.parent.name}: {error}")
     return out
+
+
+def _report_reused(sweep_dir: Path, since: float) -> None:
+    """One line saying how many jobs of the sweep were skipped or continued (a rerun sweep)."""
+    import json
+
+    states: list[str] = []
+    for path in sweep_dir.glob(f"*/{jobs.LINK_FILE}"):
+        try:
+            if path.stat().st_mtime >= since - 1:
+                states.append(json.loads(path.read_text(encoding="utf-8"))["state"])
+        except (OSError, ValueError, KeyError):
+            continue
+    skipped, resumed = states.count("completed"), states.count("resumable")
+    if skipped or resumed:
+        print(
+            f"sweep: skipped {skipped} job(s) that completed before with the same config, "
+            f"continued {resumed} killed job(s) from their checkpoints",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ def run_stage(name: str, cfg: DictConfig, run_dir: Path, overrides: list[str]) -
         from spt_cli.stages.evaluate import stage_eval
 
         return stage_eval(cfg, run_dir, overrides)
+    if name == "controls":
+        from spt_cli.stages.controls import stage_controls
+
+        return stage_controls(cfg, run_dir)
     if name == "table":
         from spt_cli.tables import run_table
 

@@ -24,15 +24,19 @@ def fit_and_test(
     run_dir: Path,
     logger: RunLogger,
     phase: str,
+    artifact: bool = True,
+    verbose: bool = True,
 ) -> Fit:
-    """Train ``method_cfg`` on the training split, select on dev, test; save the artefact."""
+    """Train ``method_cfg`` on the training split, select on dev, test; save the artefact
+    (``artifact=False``: keep only the numbers; ``verbose=False``: no table, no progress bar)."""
     from spt_cli.model import format_parameter_table, save_artifact
     from spt_cli.train.loop import resolve_device, train
 
     model = build(cfg, method_cfg, s)
     table = model.parameter_table()
-    say(phase, f"method={method_cfg.name} head={model.head_name}")
-    print(format_parameter_table(table))
+    if verbose:
+        say(phase, f"method={method_cfg.name} head={model.head_name}")
+        print(format_parameter_table(table))
     head = model.head_name
     result = train(
         model,
@@ -46,11 +50,13 @@ def fit_and_test(
         phase=phase,
         checkpoint_path=run_dir / "checkpoints" / f"{phase}.pt",
         resume=bool(cfg.resume),
+        progress=verbose,
         lower_stores=s.stores,
     )
     test = measure_test(model, cfg, s, head, resolve_device(str(cfg.trainer.device)))
-    meta = {"task": s.task.name, "stage": phase, "seed": int(cfg.seed), "shots": int(cfg.shots)}
-    save_artifact(model, run_dir / "artifact", meta)
+    if artifact:
+        meta = {"task": s.task.name, "stage": phase, "seed": int(cfg.seed), "shots": int(cfg.shots)}
+        save_artifact(model, run_dir / "artifact", meta)
     return Fit(
         method=str(method_cfg.name),
         head=head,
@@ -64,13 +70,10 @@ def fit_and_test(
 
 
 def fixed_method(search_method: DictConfig, layers: list[int]) -> DictConfig:
-    """``spt_fixed`` on ``layers`` with the search's prompt settings (p, generator, m, ...)."""
+    """``spt_fixed`` on ``layers`` with the search's prompt settings (p, generator, m, ...),
+    its input prompt included: the retrain builds a model of the family the search searched."""
     base = read_config_file("method", "spt_fixed")
-    shared = {
-        k: search_method[k]
-        for k in search_method
-        if k in base and k not in ("name", "layers", "gate", "input_prompt")
-    }
+    shared = {k: search_method[k] for k in search_method if k not in ("name", "layers", "gate")}
     merged = OmegaConf.merge(base, shared, {"layers": list(layers)})
     assert isinstance(merged, DictConfig)
     return merged

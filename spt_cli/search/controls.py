@@ -1,0 +1,123 @@
+"""The measure of a search: retrain every K-subset of the candidate layers (or a seeded sample
+when there are many) with the retrain's own settings, and rank the searched set among them.
+
+The retrains depend on the task, seed and protocol only, not on how a search ran, so they are
+computed once per task-seed and kept as a compact record (one JSON file) that every search
+variant is ranked against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from spt_cli.files import write_json
+
+FORMAT = "spt-cli-controls/1"
+
+
+def layer_subsets(
+    candidates: Sequence[int], k: int, max_subsets: int, seed: int
+) -> list[tuple[int, ...]]:
+    """Every K-subset of ``candidates`` when there are at most ``max_subsets``, else a seeded
+    sample of that many (sorted, so the order does not depend on the draw)."""
+    every = list(itertools.combinations(sorted(candidates), k))
+    if len(every) <= max_subsets:
+        return every
+    return sorted(random.Random(seed).sample(every, max_subsets))
+
+
+def subset_key(layers: Sequence[int]) -> str:
+    """``"2,4"``: a subset as a record key."""
+    return ",".join(str(int(x)) for x in sorted(layers))
+
+
+def percentile(score: float, others: Sequence[float]) -> float:
+    """Share (%) of ``others`` that ``score`` beats, ties counted half: 100 = best of all,
+    50 = a typical member, 0 = worst."""
+    if not others:
+        return float("nan")
+    below = sum(o < score for o in others)
+    ties = sum(o == score for o in others)
+    return 100.0 * (below + 0.5 * ties) / len(others)
+
+
+def rank(selected: Sequence[int], subsets: dict[str, dict[str, Any]], split: str = "dev"):
+    """(rank 1 = best, percentile) of ``selected`` among ``subsets`` by their ``split`` score
+    (the other subsets as the reference); None when the set was not retrained."""
+    key = subset_key(selected)
+    if key not in subsets:
+        return None
+    score = subsets[key][split]
+    others = [v[split] for k, v in subsets.items() if k != key]
+    place = 1 + sum(o > score for o in others)
+    return place, percentile(score, others)
+
+
+def protocol_hash(protocol: dict[str, Any]) -> str:
+    text = json.dumps(protocol, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class ControlRecord:
+    """The retrains of one task-seed under one protocol, as a JSON file updated per subset.
+
+    The file name ends with the protocol's hash, so controls made with other settings (another
+    retrain family, learning rate, step count) live beside these instead of mixing with them.
+    """
+
+    def __init__(self, folder: Path, identity: dict[str, Any], protocol: dict[str, Any]) -> None:
+        digest = protocol_hash(protocol)
+        name = f"{identity['task']}-seed{identity['seed']}-{digest}.json"
+        self.path = folder / str(identity["model"]) / f"{identity['shots']}shot" / name
+        self.data: dict[str, Any] = {
+            "format": FORMAT,
+            **identity,
+            "protocol_hash": digest,
+            "protocol": protocol,
+            "subsets": {},
+        }
+        if self.path.exists():
+            self.data["subsets"] = json.loads(self.path.read_text(encoding="utf-8"))["subsets"]
+
+    @property
+    def subsets(self) -> dict[str, dict[str, Any]]:
+        return self.data["subsets"]
+
+    def add(self, layers: Sequence[int], entry: dict[str, Any]) -> None:
+        """Keep one subset's scores and rewrite the file (atomically)."""
+        self.subsets[subset_key(layers)] = entry
+        write_json(self.path, self.data)
+
+
+def plot_controls(record: dict[str, Any], selected: Sequence[int] | None, path: Path) -> Path:
+    """Dev (bars) and test (dots) of every retrained subset, best dev first; the searched set
+    in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spt_cli.files import atomic_write
+
+    items = sorted(record["subsets"].items(), key=lambda kv: (-kv[1]["dev"], kv[0]))
+    chosen = subset_key(selected) if selected is not None else None
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(items) + 2), 3.6))
+    xs = range(len(items))
+    colors = ["tab:red" if k == chosen else "tab:gray" for k, _ in items]
+    ax.bar(xs, [v["dev"] for _, v in items], color=colors, alpha=0.7, label="dev")
+    ax.plot(xs, [v["test"] for _, v in items], "ko", ms=4, label="test")
+    ax.set_xticks(list(xs), [f"[{k}]" for k, _ in items], rotation=60, fontsize=7)
+    ax.set_ylabel(record.get("main_metric", "score"))
+    title = f"{record['task']} seed {record['seed']}: every {record['k']}-subset retrained"
+    ax.set_title(title + (" (red: searched)" if chosen else ""), fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path

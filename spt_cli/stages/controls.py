@@ -1,0 +1,139 @@
+"""``spt-run controls``: retrain every K-subset of the candidate layers (the measure of a
+search) and, with ``from_search=<search run>``, rank the searched set among them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from spt_cli.config import to_plain
+from spt_cli.errors import ConfigError
+from spt_cli.files import write_json
+from spt_cli.stages.common import logger_for, say, setup
+from spt_cli.stages.train import fit_and_test, fixed_method
+
+
+def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
+    """Retrain the subsets a record lacks, print them best first, rank a searched set."""
+    from spt_cli.model import make_adapter, resolve_method
+    from spt_cli.search.bilevel import search_budget
+    from spt_cli.search.controls import ControlRecord, layer_subsets, plot_controls, subset_key
+
+    t0 = time.time()
+    if str(cfg.method.name) != "spt":
+        raise ConfigError(
+            f"controls retrain SPT's layer subsets: use method=spt, not method={cfg.method.name}"
+        )
+    searched = _searched_layers(cfg)
+    s = setup(cfg)
+    logger = logger_for(cfg, run_dir, "controls", s.task.name)
+    try:
+        num_layers = make_adapter(s.backbone, str(cfg.model.family)).num_layers
+        candidates = resolve_method(cfg.method, num_layers, str(cfg.model.name)).layers
+        k = search_budget(cfg.search, candidates, num_layers)
+        subsets = layer_subsets(candidates, k, int(cfg.controls.max_subsets), int(cfg.seed))
+        identity = {
+            "task": s.task.name, "model": str(cfg.model.name), "shots": int(cfg.shots),
+            "seed": int(cfg.seed), "k": k, "candidates": candidates,
+            "main_metric": s.task.main_metric,
+        }  # fmt: skip
+        protocol = {
+            "method": to_plain(fixed_method(cfg.method, [])),
+            "trainer": to_plain(cfg.trainer),
+            "data": to_plain(cfg.data),
+            "head": to_plain(cfg.head),
+        }
+        record = ControlRecord(Path(str(cfg.controls.records)), identity, protocol)
+        todo = [x for x in subsets if subset_key(x) not in record.subsets]
+        say("controls", f"{len(subsets)} subsets of {k} among {candidates}; "
+            f"{len(subsets) - len(todo)} in {record.path}, {len(todo)} to retrain")  # fmt: skip
+        for i, layers in enumerate(todo):
+            started = time.time()
+            method = fixed_method(cfg.method, list(layers))
+            phase = "subset_" + "_".join(map(str, layers))
+            fit = fit_and_test(cfg, s, method, run_dir, logger, phase, artifact=False,
+                               verbose=False)  # fmt: skip
+            main = s.task.main_metric
+            record.add(layers, {
+                "dev": fit.dev[main], "test": fit.test[main], "best_step": fit.best_step,
+                "dev_metrics": fit.dev, "test_metrics": fit.test,
+                "wall_time_s": round(time.time() - started, 1),
+            })  # fmt: skip
+            say("controls", f"{i + 1}/{len(todo)} layers {list(layers)}: dev {fit.dev[main]:.4f} "
+                f"test {fit.test[main]:.4f} ({time.time() - started:.0f} s)")  # fmt: skip
+        summary = _summary(record.data, searched)
+        print(_table(record.data, searched, summary))
+        plot_controls(record.data, searched, run_dir / "controls.png")
+        write_json(run_dir / "results.json", {
+            "task": s.task.name, "method": "spt", "stage": "controls", "model": identity["model"],
+            "shots": identity["shots"], "seed": identity["seed"], "status": "completed",
+            "main_metric": s.task.main_metric, "record": str(record.path), **summary,
+            "wall_time_s": round(time.time() - t0, 2), "config": to_plain(cfg),
+        })  # fmt: skip
+        return summary.get("dev_percentile")
+    finally:
+        logger.finish()
+
+
+def _searched_layers(cfg: DictConfig) -> list[int] | None:
+    """The selected layers of ``from_search=<search run dir>`` (None without it)."""
+    if not cfg.from_search:
+        return None
+    path = Path(str(cfg.from_search)) / "selected_layers.json"
+    if not path.exists():
+        raise ConfigError(
+            f"from_search={cfg.from_search} has no selected_layers.json; point it at a finished "
+            "spt-run search directory"
+        )
+    return [int(x) for x in json.loads(path.read_text(encoding="utf-8"))["layers"]]
+
+
+def _summary(record: dict[str, Any], searched: list[int] | None) -> dict[str, Any]:
+    """Where the searched set stands among the subsets, on dev (the measure) and test (shown)."""
+    from spt_cli.search.controls import rank, subset_key
+
+    subsets = record["subsets"]
+    out: dict[str, Any] = {
+        "subsets": len(subsets),
+        "dev_best": max(v["dev"] for v in subsets.values()),
+        "test_mean": sum(v["test"] for v in subsets.values()) / len(subsets),
+    }
+    if searched is None:
+        return out
+    on_dev, on_test = rank(searched, subsets, "dev"), rank(searched, subsets, "test")
+    if on_dev is None:
+        print(f"warning: the searched set {searched} is not among the retrained subsets",
+              file=sys.stderr)  # fmt: skip
+        return out
+    entry = subsets[subset_key(searched)]
+    out.update({
+        "searched_layers": searched, "dev_rank": on_dev[0], "dev_percentile": on_dev[1],
+        "test_rank": on_test[0], "test_percentile": on_test[1],
+        "searched_dev": entry["dev"], "searched_test": entry["test"],
+    })  # fmt: skip
+    return out
+
+
+def _table(record: dict[str, Any], searched: list[int] | None, summary: dict[str, Any]) -> str:
+    """The subsets best dev first, the searched one marked, and its rank."""
+    from spt_cli.search.controls import subset_key
+
+    chosen = subset_key(searched) if searched is not None else None
+    main = record["main_metric"]
+    lines = [f"{'layers':<14} {'dev ' + main:>14} {'test ' + main:>15}"]
+    items = sorted(record["subsets"].items(), key=lambda kv: (-kv[1]["dev"], kv[0]))
+    for key, v in items:
+        mark = "  <- searched" if key == chosen else ""
+        lines.append(f"[{key}]".ljust(14) + f" {v['dev']:>14.4f} {v['test']:>15.4f}{mark}")
+    if "dev_percentile" in summary:
+        lines.append(
+            f"searched {summary['searched_layers']}: dev rank {summary['dev_rank']} of "
+            f"{summary['subsets']} (percentile {summary['dev_percentile']:.0f}); test rank "
+            f"{summary['test_rank']} (shown, never used to choose)"
+        )
+    return "\n".join(lines)

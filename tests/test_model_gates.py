@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from spt_cli.model.prompts import LayerGates, pool_real_tokens
+from spt_cli.model.gates import LayerGates
+from spt_cli.model.generators import pool_real_tokens
 from tiny import TINY, build_tiny, tiny_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,6 +14,7 @@ from spt_cli.model import (
     load_artifact,
     load_backbone,
     resolve_method,
+    save_artifact,
 )
 from spt_cli.model.configs import head_config, method_config, model_config
 from spt_cli.model.heads import TaskInfo
@@ -204,7 +205,7 @@ def test_artifact_roundtrip_reproduces_logits(tmp_path, name, method, head):
     enc = _inputs(_tokenizer(name))
     with torch.no_grad():
         before = model(**enc)["logits"]
-    model.save_artifact(tmp_path / "art", {"task": "sst2", "seed": 13})
+    save_artifact(model, tmp_path / "art", {"task": "sst2", "seed": 13})
     files = sorted(p.name for p in (tmp_path / "art").iterdir())
     assert files == ["artifact.json", "prompt_state.safetensors"]
     loaded = load_artifact(tmp_path / "art")

@@ -20,7 +20,7 @@ from spt_cli.data import collate, get_task
 from spt_cli.model import fast, load_backbone
 from spt_cli.model.backbones import BertLikeAdapter
 from spt_cli.model.configs import model_config
-from spt_cli.model.prompts import pool_bins, pool_real_tokens
+from spt_cli.model.generators import pool_bins, pool_real_tokens
 from spt_cli.runlog import RunLogger
 from spt_cli.search.architect import Architect
 from spt_cli.train.batches import BatchStream

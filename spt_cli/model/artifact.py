@@ -8,6 +8,8 @@ from their config dict and seed, so their artefacts reproduce as well.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from spt_cli.errors import ConfigError
+from spt_cli.model.gated import GatedPromptModel
+from spt_cli.model.heads import TaskInfo
+from spt_cli.model.methods import MethodSpec
 
 FORMAT = "spt-cli-artifact"
 VERSION = 1
@@ -34,7 +39,7 @@ def _fingerprint(adapter: Any) -> dict[str, Any]:
     }
 
 
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def _trainable_state(model: GatedPromptModel) -> dict[str, torch.Tensor]:
     # Everything outside the frozen backbone, plus the backbone when it was fine-tuned.
     keep_backbone = model.spec.train_backbone
     return {
@@ -44,10 +49,15 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def save_artifact(model: Any, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``path/artifact.json`` and ``path/prompt_state.safetensors``."""
+def save_artifact(model: GatedPromptModel, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``path/artifact.json`` and ``path/prompt_state.safetensors``.
+
+    The files go to a hidden sibling that is renamed into place when complete, so a killed or
+    failed save (a full disk) never leaves a directory that looks like a usable artefact.
+    """
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -61,8 +71,16 @@ def save_artifact(model: Any, path: str | Path, meta: dict[str, Any]) -> Path:
         "backbone": _fingerprint(model.backbone),
         "meta": meta,
     }
-    save_file(_trainable_state(model), str(out / STATE_FILE))
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+    try:
+        tmp.mkdir(parents=True)
+        save_file(_trainable_state(model), str(tmp / STATE_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+        if out.exists():  # a resumed run saves again
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
@@ -86,10 +104,6 @@ def load_artifact(path: str | Path, backbone: nn.Module | None = None, tokenizer
     given; a backbone of another architecture is refused with a ConfigError.
     """
     from spt_cli.model.backbones import load_backbone, make_adapter
-    from spt_cli.model.gated import GatedPromptModel
-    from spt_cli.model.heads import TaskInfo
-    from spt_cli.model.methods import MethodSpec
-
     config = read_artifact_config(path)
     model_cfg = config["model"]
     if backbone is None:

@@ -9,38 +9,40 @@ H_P = 0 there); the blocks below it run under ``torch.no_grad``.
 Block 0's prompt (the input prompt) is prepended to the word embeddings, as PEFT's prompt
 tuning does, so position/type embeddings, LayerNorm and dropout apply to it too.
 
-Speed (issue 6): with ``method.frozen_eval`` the frozen blocks below the first prompt layer run
-in eval mode, so the states entering that layer are a pure function of the input ids
-(:meth:`GatedPromptModel.lower_states`); ``forward(lower=...)`` resumes from them, which is how
-``spt_cli.train.cache`` skips those blocks after the first epoch. The last block is computed
-only at the one position per row that the head reads (``prune_last_block``): its other
-positions are never used. Dropout in the backbone uses ``spt_cli.model.fast``.
+The gate and the mixture are :mod:`spt_cli.model.gates`, the generators
+:mod:`spt_cli.model.generators`; the block loop is :meth:`GatedPromptModel._run`. Its faster
+paths, each exact: with ``method.frozen_eval`` the frozen blocks below the first prompt layer
+run in eval mode, so the states entering that layer are a pure function of the input ids
+(:meth:`GatedPromptModel.lower_states`) and ``forward(lower=...)`` resumes from them (the
+cache of :mod:`spt_cli.train.cache`); layouts, prefixes and the pruned last block live in
+:mod:`spt_cli.model.runner`; dropout in the backbone uses :mod:`spt_cli.model.fast`.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import DynamicCache
 
 from spt_cli.errors import ConfigError
 from spt_cli.model import fast
-from spt_cli.model.backbones import BackboneAdapter, BlockContext
-from spt_cli.model.heads import ClassifierHead, TaskInfo, classification_loss, summary_index
-from spt_cli.model.methods import MethodSpec
-from spt_cli.model.prompts import (
-    LayerGates,
+from spt_cli.model.backbones import BackboneAdapter
+from spt_cli.model.gates import LayerGates, mix
+from spt_cli.model.generators import (
     NaiveGenerator,
     PooledGenerator,
     PrefixEncoder,
     StaticGenerator,
     StaticPrompt,
-    pool_bins,
+    TextView,
 )
+from spt_cli.model.heads import ClassifierHead, TaskInfo, classification_loss, summary_index
+from spt_cli.model.methods import MethodSpec
+from spt_cli.model.runner import BlockRunner
 
 
 class GatedPromptModel(nn.Module):
@@ -138,6 +140,9 @@ class GatedPromptModel(nn.Module):
             self._grad_from = None
         # Compute the last block at the head's positions only (exact: nothing reads the rest).
         self.prune_last_block = True
+        # Called as observer(layer, a_l, G_l(H_X), H_P) at every gated mixture (diagnostics).
+        self.mix_observer: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None
+        self.mix_observer = None
 
     @staticmethod
     def _make_generator(spec: MethodSpec, d: int) -> nn.Module:
@@ -200,11 +205,6 @@ class GatedPromptModel(nn.Module):
         from spt_cli.model.params import parameter_table
 
         return parameter_table(self)
-
-    def save_artifact(self, path: Any, meta: dict[str, Any] | None = None) -> None:
-        from spt_cli.model.artifact import save_artifact
-
-        save_artifact(self, path, meta or {})
 
     # -- frozen lower layers -----------------------------------------------------------------
     @property
@@ -288,94 +288,75 @@ class GatedPromptModel(nn.Module):
         rows: torch.Tensor | None = None,
         stop: int | None = None,
     ) -> torch.Tensor:
-        bb, spec = self.backbone, self.spec
+        """The block loop: embeddings (or cached lower states), then per block the layer's
+        prompt, if it has one, and the block itself; stop before block ``stop`` if given."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         mask = attention_mask.to(torch.long)
-        tt = token_type_ids if bb.uses_token_types else None
-        batch, p = input_ids.shape[0], spec.num_tokens
+        batch, p = input_ids.shape[0], self.spec.num_tokens
         self._check_length(input_ids.shape[1])
-        summary = summary_index(mask, self.is_decoder)
-        state = bb.begin()
-        contexts: dict[str, BlockContext] = {}
-        last = self.num_layers - 1
-        end = self.num_layers if stop is None else stop
-
-        offset, kv, cache = 0, None, None
-        if self.prefix is not None:
-            offset = p  # positions shift by p in every block, also below the first prefix
-            if stop is None:
-                kv = self.prefix(batch)
-                cache = DynamicCache(
-                    ddp_cache_data=[kv.get(i, (None, None)) for i in range(max(kv) + 1)]
-                )
-
-        def context(kind: str, hidden: torch.Tensor) -> BlockContext:
-            if kind not in contexts:
-                m = mask
-                if kind != "text":
-                    m = torch.cat([mask.new_ones(batch, p), mask], 1)
-                prefix_len = p if kind == "prefix" else 0
-                contexts[kind] = bb.context(hidden, m, state, offset, prefix_len)
-            return contexts[kind]
-
+        kv = self.prefix(batch) if self.prefix is not None and stop is None else None
+        runner = BlockRunner(self.backbone, mask, p, kv, self.prefix is not None, rows)
+        text = TextView(mask, summary_index(mask, self.is_decoder), p)
         if lower is not None:
-            start = self.cache_layer
-            if start is None:
-                raise ValueError(f"method={spec.name} cannot resume from lower-layer states")
-            h, has_prompt = lower, False
+            start, h, has_prompt = self._resume_from(lower)
         else:
-            start = 0
-            embed_grad = self.input_prompt is not None or spec.train_backbone
-            with contextlib.nullcontext() if embed_grad else torch.no_grad():
-                prompt = self.input_prompt(batch) if self.input_prompt is not None else None
-                h = bb.embed(input_ids, tt, mask, prompt=prompt, position_offset=offset)
-            has_prompt = prompt is not None
+            h = self._embed(input_ids, token_type_ids, mask, runner)
+            start, has_prompt = 0, self.input_prompt is not None
+        end = self.num_layers if stop is None else stop
         gates = self.gates() if self.gates is not None and start < end else None
-        bins = None  # pooling bins depend on the mask only: once per forward
-        pruned = False
-
         for layer in range(start, end):
             with self._grad(layer):
-                key = str(layer)
-                if key in self.generators:
-                    hx = h[:, p:] if has_prompt else h
-                    generator = self.generators[key]
-                    if isinstance(generator, PooledGenerator):
-                        if bins is None:
-                            bins = pool_bins(mask, p)
-                        new = generator(hx, mask, summary, bins)
-                    else:
-                        new = generator(hx, mask, summary)
-                    if gates is not None:
-                        a = gates[spec.layers.index(layer)].to(new.dtype)
-                        old = h[:, :p] if has_prompt else torch.zeros_like(new)
-                        new = a * new + (1 - a) * old
-                    h = torch.cat([new, hx], 1)
+                if str(layer) in self.generators:
+                    h = self._insert_prompt(layer, h, has_prompt, text, gates)
                     has_prompt = True
-                if kv is not None and layer in kv:
-                    ctx, block_cache = context("prefix", h), cache
-                else:
-                    ctx, block_cache = context("ext" if has_prompt else "text", h), None
-                if rows is not None and layer == last:
-                    at = rows + p if has_prompt else rows
-                    h = bb.run_block_rows(layer, h, ctx, at, block_cache)
-                    pruned = True
-                elif block_cache is not None:
-                    h = bb.run_block(layer, h, ctx, block_cache)
-                else:
-                    h = bb.run_block(layer, h, ctx)
+                h = runner.block(layer, h, has_prompt)
         if stop is not None:
             return h
-        if rows is not None and not pruned:  # the last block did not run here (no prompts)
-            at = rows + p if has_prompt else rows
-            h = h[torch.arange(batch, device=h.device), at].unsqueeze(1)
-            pruned = True
-        with self._grad(last):
-            h = bb.final(h)
-        if pruned:
-            return h[:, 0]
-        return h[:, p:] if has_prompt else h
+        with self._grad(self.num_layers - 1):
+            return runner.finish(h, has_prompt)
+
+    def _insert_prompt(
+        self,
+        layer: int,
+        h: torch.Tensor,
+        has_prompt: bool,
+        text: TextView,
+        gates: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """[P_in(l); H_X(l-1)]: the layer's generated prompt, mixed by its gate (soft gates)
+        with the prompt states from below (zeros where none exist yet)."""
+        p = self.spec.num_tokens
+        hx = h[:, p:] if has_prompt else h
+        new = self.generators[str(layer)](hx, text)
+        if gates is not None:
+            a = gates[self.spec.layers.index(layer)].to(new.dtype)
+            old = h[:, :p] if has_prompt else torch.zeros_like(new)
+            if self.mix_observer is not None:
+                self.mix_observer(layer, a, new, old)
+            new = mix(a, new, old)
+        return torch.cat([new, hx], 1)
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        mask: torch.Tensor,
+        runner: BlockRunner,
+    ) -> torch.Tensor:
+        """Embedding output, with the input prompt prepended to the word embeddings."""
+        bb = self.backbone
+        tt = token_type_ids if bb.uses_token_types else None
+        grad = self.input_prompt is not None or self.spec.train_backbone
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            prompt = None if self.input_prompt is None else self.input_prompt(input_ids.shape[0])
+            return bb.embed(input_ids, tt, mask, prompt=prompt, position_offset=runner.offset)
+
+    def _resume_from(self, lower: torch.Tensor) -> tuple[int, torch.Tensor, bool]:
+        """(first block, states, has prompt) when the frozen blocks below ran earlier."""
+        if self.cache_layer is None:
+            raise ValueError(f"method={self.spec.name} cannot resume from lower-layer states")
+        return self.cache_layer, lower, False
 
     def _check_length(self, n: int) -> None:
         limit = self.backbone.max_positions()

@@ -119,11 +119,6 @@ def resolve_method(
             f"layers={bad} is out of range for {model_name} (blocks 0..{num_layers - 1})"
         )
     spec.layers = sorted(set(layers))
-    if spec.name in NEEDS_LAYERS and not spec.layers and spec.num_tokens:
-        raise ConfigError(
-            f"method={name} with layers=[] has no prompt layer, which is a head-only model; "
-            "give blocks, e.g. layers=[2,4], or use method=head_only"
-        )
     if spec.generator == "none" and spec.layers:
         raise ConfigError(
             f"method={name} has no per-layer prompts (generator: none) but layers={spec.layers}; "

@@ -1,11 +1,13 @@
-"""Prompt sources (static prompts, pooled/naive generators, P-tuning v2 prefixes) and gates.
+"""Prompt sources: the static input prompt, the per-layer generators G_l (pooled, naive,
+static) and P-tuning v2's key/value prefixes.
 
-Every generator maps the text states entering a block, H_X [B, n, d], with the text mask to a
-prompt [B, p, d]. Gates are a_l = sigmoid(alpha_l / tau), optionally sampled (relaxed Bernoulli
-with a straight-through hard value).
+Every generator maps the text states entering a block, H_X [B, n, d], and a :class:`TextView`
+of the batch (mask, summary-token index, pooling bins) to a prompt [B, p, d].
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -56,6 +58,18 @@ def pool_real_tokens(
     raise ValueError(f"unknown pool mode {mode!r}")
 
 
+class TextView:
+    """What generators read about one forward's text besides its states: the mask [B, n], the
+    summary token's index [B] and the pooling bins, computed once per forward on first use."""
+
+    def __init__(self, mask: torch.Tensor, summary_index: torch.Tensor, num_tokens: int) -> None:
+        self.mask, self.summary_index, self.num_tokens = mask, summary_index, num_tokens
+
+    @cached_property
+    def bins(self) -> torch.Tensor:
+        return pool_bins(self.mask, self.num_tokens)
+
+
 class StaticPrompt(nn.Module):
     """A learned p x d prompt, the same for every example."""
 
@@ -73,9 +87,7 @@ class StaticPrompt(nn.Module):
 class StaticGenerator(StaticPrompt):
     """Generator interface around a static prompt (deep prompt tuning)."""
 
-    def forward(  # type: ignore[override]
-        self, hidden: torch.Tensor, mask: torch.Tensor, summary_index: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, text: TextView) -> torch.Tensor:  # type: ignore[override]
         return super().forward(hidden.shape[0])
 
 
@@ -91,14 +103,8 @@ class PooledGenerator(nn.Module):
         self.up = nn.Linear(bottleneck, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        mask: torch.Tensor,
-        summary_index: torch.Tensor,
-        bins: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        z = pool_real_tokens(self.down(hidden), mask, self.num_tokens, self.pool, bins)
+    def forward(self, hidden: torch.Tensor, text: TextView) -> torch.Tensor:
+        z = pool_real_tokens(self.down(hidden), text.mask, self.num_tokens, self.pool, text.bins)
         return self.dropout(self.up(F.relu(z)))
 
 
@@ -113,10 +119,9 @@ class NaiveGenerator(nn.Module):
         self.up = nn.Linear(bottleneck, num_tokens * dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, hidden: torch.Tensor, mask: torch.Tensor, summary_index: torch.Tensor
-    ) -> torch.Tensor:
-        summary = hidden[torch.arange(hidden.shape[0], device=hidden.device), summary_index]
+    def forward(self, hidden: torch.Tensor, text: TextView) -> torch.Tensor:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        summary = hidden[rows, text.summary_index]
         out = self.up(F.relu(self.down(summary)))
         return self.dropout(out.view(hidden.shape[0], self.num_tokens, hidden.shape[-1]))
 
@@ -157,29 +162,3 @@ class PrefixEncoder(nn.Module):
             batch_size, self.num_tokens, len(self.layers) * 2, self.kv_heads, self.head_dim
         ).permute(2, 0, 3, 1, 4)
         return {layer: (kv[2 * i], kv[2 * i + 1]) for i, layer in enumerate(self.layers)}
-
-
-class LayerGates(nn.Module):
-    """Learnable gates a_l = sigmoid(alpha_l / tau), alpha initialised to 0 (a_l = 0.5).
-
-    ``stochastic``: in training, a relaxed-Bernoulli sample per layer and forward whose forward
-    value is hard (0/1) and whose gradient is the relaxed sample's (straight-through); in eval
-    the expected value sigmoid(alpha / tau).
-    """
-
-    def __init__(self, num_gates: int, tau: float = 1.0, stochastic: bool = False) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(torch.zeros(num_gates))
-        self.tau = float(tau)
-        self.stochastic = stochastic
-
-    def probs(self) -> torch.Tensor:
-        return torch.sigmoid(self.alpha / self.tau)
-
-    def forward(self) -> torch.Tensor:
-        if not (self.stochastic and self.training):
-            return self.probs()
-        u = torch.rand_like(self.alpha).clamp(1e-6, 1 - 1e-6)
-        soft = torch.sigmoid((self.alpha + torch.log(u) - torch.log1p(-u)) / self.tau)
-        hard = (soft > 0.5).to(soft.dtype)
-        return hard + soft - soft.detach()

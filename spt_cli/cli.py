@@ -358,8 +358,8 @@ def run_job(cfg) -> float | None:
         _record(cfg, run_dir, overrides)
         return value
     except (SptError, KeyboardInterrupt, Exception) as exc:
-        if _DEBUG and not isinstance(exc, KeyboardInterrupt):
-            raise  # --debug / HYDRA_FULL_ERROR=1: the traceback (and the run dir) for developers
+        if (_DEBUG or cfg.debug) and not isinstance(exc, KeyboardInterrupt):
+            raise  # --debug, debug=true, HYDRA_FULL_ERROR=1: the traceback, for developers
         if isinstance(exc, KeyboardInterrupt):
             message, code = "interrupted", 130
         elif isinstance(exc, SptError):

@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from spt_cli.model.gates import budget_shift
+
 REPO = Path(__file__).resolve().parents[1]
 
 SPT_RUN = str(Path(sys.executable).with_name("spt-run"))
@@ -61,6 +63,9 @@ class FakeGatedModel(nn.Module):
         self.num_layers = 4
         self.tau = 1.0
         self.head_name = "classifier"
+        self.budget = None
+        self.fixed = None
+        self.mix_observer = None
 
     def gate_parameters(self):
         return [self.alpha]
@@ -77,7 +82,16 @@ class FakeGatedModel(nn.Module):
         return [p for n, p in self.named_parameters() if p.requires_grad and n != "alpha"]
 
     def gate_values(self) -> torch.Tensor:
-        return torch.sigmoid(self.alpha / self.tau)
+        if self.fixed is not None:
+            return self.fixed
+        shift = 0.0 if self.budget is None else budget_shift(self.alpha, self.tau, self.budget)
+        return torch.sigmoid((self.alpha - shift) / self.tau)
+
+    def set_gate_budget(self, budget):
+        self.budget = budget
+
+    def override_gates(self, values):
+        self.fixed = values
 
     def gate_probs(self) -> torch.Tensor:
         return self.gate_values().detach()
@@ -90,7 +104,10 @@ class FakeGatedModel(nn.Module):
         h = (self.emb(input_ids) * m).sum(1) / m.sum(1).clamp(min=1)
         a = self.gate_values()
         for i, g in enumerate(self.gens):
-            h = a[i] * torch.tanh(g(self.drop(h))) + (1 - a[i]) * h
+            new = torch.tanh(g(self.drop(h)))
+            if self.mix_observer is not None:
+                self.mix_observer(self.candidate_layers[i], a[i], new, h)
+            h = a[i] * new + (1 - a[i]) * h
         logits = self.head(h)
         out = {"logits": logits}
         if labels is not None:

@@ -169,6 +169,16 @@ class GatedPromptModel(nn.Module):
         if self.gates is not None:
             self.gates.tau = float(tau)
 
+    def set_gate_budget(self, budget: float | None) -> None:
+        """Hold sum_l a_l at ``budget`` by shifting every gate's logit (None: no shift)."""
+        if self.gates is not None:
+            self.gates.budget = budget
+
+    def override_gates(self, values: torch.Tensor | None) -> None:
+        """Use ``values`` as the gates of every forward (None: the learned gates again)."""
+        if self.gates is not None:
+            self.gates.override(values)
+
     def gate_values(self) -> torch.Tensor:
         """Differentiable a_l per candidate layer (ones for hard gates)."""
         if self.gates is not None:

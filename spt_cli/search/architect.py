@@ -30,7 +30,13 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 class Architect:
-    """Owns the gate optimiser and computes one alpha update per search step."""
+    """Owns the gate optimiser and computes one alpha update per search step.
+
+    Options (``search.*``): ``alpha_optimizer`` adam (DARTS) or sgd (alpha then moves with the
+    gradient's size, not only its sign); ``alpha_grad`` raw or centred (the mean over layers
+    removed: only the gates' relative preferences move them, not a common drift);
+    ``gate_shift`` none or budget (the model's gates keep sum_l a_l = K, S3Delta-style).
+    """
 
     def __init__(self, model: TrainableModel, scfg: Any, weight_lr: float) -> None:
         check_search_options(scfg)
@@ -41,13 +47,23 @@ class Architect:
         self.penalty = float(scfg.budget_penalty or 0.0)
         self.anneal = bool(scfg.anneal)
         self.tau_start, self.tau_end = float(scfg.tau_start), float(scfg.tau_end)
+        self.centred = str(scfg.alpha_grad) == "centred"
         self.gates = list(model.gate_parameters())
-        self.optimizer = torch.optim.Adam(
-            self.gates,
-            lr=float(scfg.alpha_lr),
-            betas=tuple(float(b) for b in scfg.alpha_betas),
-            weight_decay=float(scfg.alpha_weight_decay),
-        )
+        self.lr = float(scfg.alpha_lr)
+        if str(scfg.alpha_optimizer) == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                self.gates, lr=self.lr, weight_decay=float(scfg.alpha_weight_decay)
+            )
+        else:
+            self.optimizer = torch.optim.Adam(
+                self.gates,
+                lr=self.lr,
+                betas=tuple(float(b) for b in scfg.alpha_betas),
+                weight_decay=float(scfg.alpha_weight_decay),
+            )
+        self.steps = 0  # alpha updates so far
+        self.weights_frozen_at: int | None = None  # search.weight_stop_loss reached here
+        model.set_gate_budget(float(self.budget) if str(scfg.gate_shift) == "budget" else None)
         self.model.set_tau(self.tau_start)
 
     # -- the step ----------------------------------------------------------------------------
@@ -69,9 +85,14 @@ class Architect:
             grads = torch.autograd.grad(total_loss, self.gates, allow_unused=True)
         else:
             loss, grads = self._second_order(w_batch, alpha_batch)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.gates, grads)]
+        if self.centred:
+            flat = torch.cat([g.flatten() for g in grads])
+            grads = [g - flat.mean() for g in grads]
         for p, g in zip(self.gates, grads):
-            p.grad = torch.zeros_like(p) if g is None else g
+            p.grad = g
         self.optimizer.step()
+        self.steps += 1
         return {"search/alpha_loss": float(loss.detach())}
 
     def _weights(self) -> dict[str, torch.Tensor]:
@@ -148,6 +169,10 @@ class Architect:
         g_minus = torch.autograd.grad(self._loss(w_minus, batch), self.gates, allow_unused=True)
         return g_plus, g_minus
 
+    def alphas(self) -> list[float]:
+        """alpha_l per candidate layer (one gate parameter per layer)."""
+        return [float(x) for g in self.gates for x in g.detach().flatten()]
+
     # -- logging / state -------------------------------------------------------------------
     def log_values(self) -> dict[str, float]:
         """Gate probability of every candidate layer and the mean gate entropy."""
@@ -161,12 +186,16 @@ class Architect:
         return out
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "tau": self.model.tau}
+        return {"optimizer": self.optimizer.state_dict(), "tau": self.model.tau,
+                "steps": self.steps, "weights_frozen_at": self.weights_frozen_at}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("tau") is not None:
             self.model.set_tau(state["tau"])
+        # Absent in checkpoints written before they were kept.
+        self.steps = int(state.get("steps", 0))
+        self.weights_frozen_at = state.get("weights_frozen_at")
 
 
 def _device(params: dict[str, torch.Tensor]) -> torch.device:

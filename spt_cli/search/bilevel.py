@@ -13,25 +13,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 
 from spt_cli.errors import ConfigError
 from spt_cli.runlog import RunLogger
 from spt_cli.search.architect import Architect
+from spt_cli.search.diagnostics import MixMeter, diagnose
 from spt_cli.search.select import default_budget, select_layers
 from spt_cli.train.batches import BatchStream
+from spt_cli.train.cache import LowerStateStores
 from spt_cli.train.loop import Trainer
 from spt_cli.train.protocol import TrainableModel
 
 
 @dataclass
 class SearchResult:
-    """What a finished search derived: the selected layers and every candidate's gate."""
+    """What a finished search derived: the selected layers, every candidate's gate, and the
+    diagnostics of :mod:`spt_cli.search.diagnostics`."""
 
     layers: list[int]
     probs: dict[int, float]
     budget: int
     threshold: float | None
+    diagnostics: dict[str, Any]
 
 
 def split_train(task: Any, examples: list, portion: float, seed: int) -> tuple[list, list]:
@@ -72,6 +77,7 @@ def run_search(
     checkpoint_path: Path,
     resume: bool = False,
     progress: bool = True,
+    lower_stores: LowerStateStores | None = None,
 ) -> SearchResult:
     """Search the gates of ``model`` on D_w (``w_features``) and D_alpha (``alpha_features``)."""
     budget = search_budget(scfg, model.candidate_layers, model.num_layers)
@@ -92,9 +98,11 @@ def run_search(
         max_steps=scfg.max_steps,
         progress=progress,
         extra={"architect": architect},
+        lower_stores=lower_stores,
     )
     alpha_stream = BatchStream(alpha_features, int(tcfg.batch_size), seed + 1, pad_token_id)
-    warmup = int(scfg.warmup_epochs) * trainer.stream.batches_per_epoch
+    warmup = int(scfg.warmup_steps)
+    stop_loss = None if scfg.weight_stop_loss is None else float(scfg.weight_stop_loss)
 
     def bilevel_step(step: int) -> dict[str, float]:
         logs: dict[str, float] = {}
@@ -102,17 +110,90 @@ def run_search(
             w_batch = trainer.batch(step * trainer.grad_accum)
             alpha_batch = trainer.fetch(alpha_stream, step)
             logs.update(architect.step(w_batch, alpha_batch, step, trainer.total))
-        logs.update(trainer.weight_step(step))
+        if architect.weights_frozen_at is None:
+            logs.update(trainer.weight_step(step))
+            if stop_loss is not None and logs["train/loss"] < stop_loss:
+                architect.weights_frozen_at = step + 1  # D_w fitted: alpha steps only from here
         logs.update(architect.log_values())
         return logs
 
     trainer.fit(bilevel_step)
     probs = {int(layer): float(p) for layer, p in zip(model.candidate_layers, model.gate_probs())}
+    alphas = {int(k): float(a) for k, a in zip(model.candidate_layers, architect.alphas())}
     threshold = None if scfg.threshold is None else float(scfg.threshold)
-    layers = select_layers(probs, budget, threshold)
+    scores = ablation_scores(model, trainer, alpha_features) if scfg.select == "ablation" else None
+    layers = select_layers(scores or probs, budget, None if scores else threshold)
     if not layers:
         raise ConfigError(
             f"search.threshold={threshold} keeps no layer (max gate probability "
             f"{max(probs.values()):.3f}); lower it or use search.budget"
         )
-    return SearchResult(layers=layers, probs=probs, budget=budget, threshold=threshold)
+    mix = mixture_norms(model, trainer, alpha_features)
+    select = str(scfg.select)
+    diag = diagnose(probs, alphas, layers, budget, architect.lr, architect.steps, mix, select)
+    diag.update({"select": select, "ablation_scores": scores,
+                 "weights_frozen_at": architect.weights_frozen_at})  # fmt: skip
+    logger.log(_flat(diag), step=trainer.total, phase="search")
+    return SearchResult(layers, probs, budget, threshold, diag)
+
+
+def _eval_batches(trainer: Trainer, features: Sequence[dict]):
+    """D_alpha in order, on the device, with cached lower states: for end-of-search passes."""
+    from spt_cli.train.batches import eval_batches
+    from spt_cli.train.evaluate import to_device
+
+    for batch in eval_batches(features, int(trainer.tcfg.eval_batch_size), trainer.pad_token_id):
+        batch = to_device(batch, trainer.device)
+        yield trainer.cache.attach(batch) if trainer.cache is not None else batch
+
+
+@torch.no_grad()
+def mixture_norms(
+    model: TrainableModel, trainer: Trainer, features: Sequence[dict]
+) -> dict[int, tuple[float, float]]:
+    """Mean ||a_l G_l|| and ||(1 - a_l) H_P|| per candidate layer on ``features`` (eval mode)."""
+    meter = MixMeter()
+    model.eval()
+    model.mix_observer = meter
+    try:
+        for batch in _eval_batches(trainer, features):
+            model(**batch)
+    finally:
+        model.mix_observer = None
+    return meter.means()
+
+
+@torch.no_grad()
+def ablation_scores(
+    model: TrainableModel, trainer: Trainer, features: Sequence[dict]
+) -> dict[int, float]:
+    """Per candidate layer, the D_alpha loss with its gate alone switched off (a_l = 0) minus
+    the loss with it switched on (a_l = 1), the other gates as learned, dropout off (DARTS-PT's
+    perturbation-based selection): large = the layer's new prompt helps."""
+    model.eval()
+    base = model.gate_probs()
+    batches = list(_eval_batches(trainer, features))
+
+    def loss(values: torch.Tensor) -> float:
+        model.override_gates(values)
+        total = sum(float(model(**b)["loss"]) * len(b["labels"]) for b in batches)
+        return total / sum(len(b["labels"]) for b in batches)
+
+    scores = {}
+    try:
+        for i, layer in enumerate(model.candidate_layers):
+            off, on = base.clone(), base.clone()
+            off[i], on[i] = 0.0, 1.0
+            scores[int(layer)] = loss(off) - loss(on)
+    finally:
+        model.override_gates(None)
+    return scores
+
+
+def _flat(diag: dict[str, Any]) -> dict[str, float]:
+    """The per-layer diagnostics as flat ``diag/...`` scalars for metrics.jsonl and W&B."""
+    out = {"diag/gap": float(diag["gap"]), "diag/separated": float(diag["separated"])}
+    for layer, d in diag["layers"].items():
+        for key in ("drift", "new_term", "carried_term"):
+            out[f"diag/{key}/layer_{int(layer):02d}"] = float(d[key])
+    return out

@@ -7,17 +7,20 @@ from typing import Any
 
 from spt_cli.errors import ConfigError
 
-ORDERS = ("first", "second")
-HESSIANS = ("central", "forward")
+CHOICES = {
+    "order": ("first", "second"),
+    "hessian": ("central", "forward"),
+    "alpha_optimizer": ("adam", "sgd"),
+    "alpha_grad": ("raw", "centred"),
+    "gate_shift": ("none", "budget"),
+    "select": ("gates", "ablation"),
+}
 
 
 def check_search_options(scfg: Any) -> None:
-    """Refuse unknown ``search.order`` / ``search.hessian`` values with a one-line error."""
-    if str(scfg.order) not in ORDERS:
-        raise ConfigError(
-            f"search.order={scfg.order} is not known; use search.order=first or second"
-        )
-    if str(scfg.hessian) not in HESSIANS:
-        raise ConfigError(
-            f"search.hessian={scfg.hessian} is not known; use search.hessian=central or forward"
-        )
+    """Refuse an unknown value of a ``search.*`` choice with a one-line error."""
+    for key, choices in CHOICES.items():
+        value = str(scfg[key])
+        if value not in choices:
+            options = " or ".join(choices)
+            raise ConfigError(f"search.{key}={value} is not known; use search.{key}={options}")

@@ -4,6 +4,7 @@ retrain of those layers on the whole training split."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from spt_cli.config import to_plain
 from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
 from spt_cli.runlog import RunLogger, plot_gates, read_metrics
+from spt_cli.search.diagnostics import format_diagnostics
 from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
 from spt_cli.stages.results import Fit, report, write_results
 from spt_cli.stages.train import fit_and_test, fixed_method
@@ -40,15 +42,14 @@ def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
             say("search", f"resumed: search already finished, layers {selection['layers']}")
         show_selection(run_dir, selection, logger)
         layers, probs = selection["layers"], selection["probs"]
+        found = {"selected_layers": layers, "gate_probs": probs,
+                 "search_diagnostics": selection.get("diagnostics")}  # fmt: skip
         if not cfg.retrain:
-            fit = Fit(method="spt")
-            write_results(cfg, run_dir, s, "search", fit, t0, selected_layers=layers,
-                          gate_probs=probs)  # fmt: skip
+            write_results(cfg, run_dir, s, "search", Fit(method="spt"), t0, **found)
             return None
         fit = fit_and_test(cfg, s, fixed_method(cfg.method, layers), run_dir, logger, "retrain")
         fit.method = "spt"
-        results = write_results(cfg, run_dir, s, "search", fit, t0, selected_layers=layers,
-                                gate_probs=probs)  # fmt: skip
+        results = write_results(cfg, run_dir, s, "search", fit, t0, **found)
         logger.summary({"test": results["test"], "dev": results["dev"] or {}})
         report(results)
         return (results["dev"] or {}).get(s.task.main_metric)
@@ -79,6 +80,7 @@ def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[
         logger=logger,
         checkpoint_path=run_dir / SEARCH_CKPT,
         resume=bool(cfg.resume),
+        lower_stores=s.stores,
     )
     selection = {
         "layers": result.layers,
@@ -87,6 +89,7 @@ def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[
         "threshold": result.threshold,
         "d_w": len(d_w),
         "d_alpha": len(d_alpha),
+        "diagnostics": result.diagnostics,
         "config": to_plain(cfg),
     }
     write_json(run_dir / SELECTION, selection)
@@ -109,9 +112,15 @@ def show_selection(run_dir: Path, selection: dict[str, Any], logger: RunLogger) 
         logger.image("gates", png)
     gates = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(probs.items()))
     say("search", f"selected layers {layers} (gate probabilities {gates})")
-    logger.summary(
-        {
-            "selected_layers": str(layers),
-            "final_gates": {f"layer_{k:02d}": v for k, v in probs.items()},
-        }
-    )
+    summary: dict[str, Any] = {
+        "selected_layers": str(layers),
+        "final_gates": {f"layer_{k:02d}": v for k, v in probs.items()},
+    }
+    diag = selection.get("diagnostics")  # absent in selections written before diagnostics
+    if diag is not None:
+        print(format_diagnostics(diag))
+        if diag["warning"]:
+            print(f"warning: {diag['warning']}", file=sys.stderr)
+        keep = ("separated", "gap", "layers")
+        summary["diagnostics"] = {k: diag[k] for k in keep}
+    logger.summary(summary)

@@ -45,6 +45,17 @@ class TrainableModel(Protocol):
         """Detached a_l per candidate layer."""
         ...
 
+    def set_gate_budget(self, budget: float | None) -> None:
+        """Hold sum_l a_l at ``budget`` (a shift of every gate's logit); None: no shift."""
+        ...
+
+    def override_gates(self, values: torch.Tensor | None) -> None:
+        """Use ``values`` as the gates of every forward (None: the learned gates again)."""
+        ...
+
+    mix_observer: Any
+    """None, or called as ``observer(layer, a_l, G_l(H_X), H_P)`` at every gated mixture."""
+
     @property
     def tau(self) -> float:
         """The gate temperature."""

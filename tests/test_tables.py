@@ -327,7 +327,7 @@ def test_no_layers_png_without_selected_layers(tmp_path: Path) -> None:
 
 
 def test_layers_png_for_mixed_methods(multirun: Path, tmp_path: Path) -> None:
-    from spt_cli.tables import _layer_rows, plot_layers
+    from spt_cli.tables.figure import _layer_rows, plot_layers
 
     write_run(multirun, "r", task="rte", method="random_layers", seed=13, value=0.6,
               selected_layers=[0, 23])  # fmt: skip

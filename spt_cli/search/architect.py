@@ -93,7 +93,8 @@ class Architect:
             p.grad = g
         self.optimizer.step()
         self.steps += 1
-        return {"search/alpha_loss": float(loss.detach())}
+        size = float(torch.cat([g.flatten() for g in grads]).abs().mean())
+        return {"search/alpha_loss": float(loss.detach()), "search/alpha_grad": size}
 
     def _weights(self) -> dict[str, torch.Tensor]:
         gate_ids = {id(p) for p in self.gates}

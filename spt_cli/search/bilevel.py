@@ -121,8 +121,12 @@ def run_search(
     probs = {int(layer): float(p) for layer, p in zip(model.candidate_layers, model.gate_probs())}
     alphas = {int(k): float(a) for k, a in zip(model.candidate_layers, architect.alphas())}
     threshold = None if scfg.threshold is None else float(scfg.threshold)
-    scores = ablation_scores(model, trainer, alpha_features) if scfg.select == "ablation" else None
-    layers = select_layers(scores or probs, budget, None if scores else threshold)
+    # Both selections are kept (the ablation costs 2 passes over D_alpha per layer); the
+    # diagnostics say what the other one would have chosen.
+    scores = ablation_scores(model, trainer, alpha_features)
+    by_gates = select_layers(probs, budget, threshold)
+    by_ablation = select_layers(scores, budget)
+    layers = by_ablation if scfg.select == "ablation" else by_gates
     if not layers:
         raise ConfigError(
             f"search.threshold={threshold} keeps no layer (max gate probability "
@@ -131,7 +135,8 @@ def run_search(
     mix = mixture_norms(model, trainer, alpha_features)
     select = str(scfg.select)
     diag = diagnose(probs, alphas, layers, budget, architect.lr, architect.steps, mix, select)
-    diag.update({"select": select, "ablation_scores": scores,
+    diag.update({"select": select, "ablation_scores": scores, "by_gates": by_gates,
+                 "by_ablation": by_ablation,
                  "weights_frozen_at": architect.weights_frozen_at})  # fmt: skip
     logger.log(_flat(diag), step=trainer.total, phase="search")
     return SearchResult(layers, probs, budget, threshold, diag)

@@ -10,7 +10,7 @@ from spt_cli.config import as_dict
 from spt_cli.errors import ConfigError
 from spt_cli.model.backbones import load_backbone, make_adapter
 from spt_cli.model.gated import GatedPromptModel
-from spt_cli.model.heads import label_word_ids, resolve_head, task_info
+from spt_cli.model.heads import head_settings, label_word_ids, resolve_head, task_info
 from spt_cli.model.methods import resolve_method
 
 
@@ -44,7 +44,7 @@ def build_model(
         )  # fmt: skip
     if task is None:
         raise ConfigError("build_model needs the task (a TaskSpec, task dict or TaskInfo)")
-    mcfg, meth, hcfg = root, as_dict(method_cfg), as_dict(head_cfg)
+    mcfg, meth, hcfg = root, as_dict(method_cfg), head_settings(head_cfg)
     if backbone is None:
         backbone, tokenizer = load_backbone(mcfg)
     elif tokenizer is None:

@@ -115,9 +115,9 @@ class GatedPromptModel(nn.Module):
             self.head: nn.Module | None = ClassifierHead(
                 d,
                 outputs,
-                str(head_cfg.get("pooling", "auto")),
+                str(head_cfg["pooling"]),
                 self.is_decoder,
-                float(head_cfg.get("dropout", 0.1)),
+                float(head_cfg["dropout"]),
             )
         else:
             self.head = None
@@ -127,7 +127,7 @@ class GatedPromptModel(nn.Module):
                     f"got {label_word_ids}"
                 )
         self.register_buffer("label_word_ids", torch.tensor(label_word_ids or [], dtype=torch.long))
-        self.full_vocab = bool(head_cfg.get("full_vocab", False))
+        self.full_vocab = bool(head_cfg["full_vocab"])
 
         # Blocks from this index on need autograd; below it nothing is trainable.
         if spec.train_backbone:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spt_cli.config import as_dict, read_config_file
 from spt_cli.errors import ConfigError
 
 HEADS = ("auto", "classifier", "mlm", "lm")
@@ -36,43 +37,50 @@ class TaskInfo:
         return asdict(self)
 
 
-def _first_attr(obj: Any, names: Sequence[str]) -> Any:
-    for name in names:
-        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
+class TaskLike(Protocol):
+    """The data layer's task spec, as far as the model reads it."""
+
+    name: str
+    label_names: Sequence[str]
+    verbalizer: Sequence[str]
+    is_regression: bool
+
+    @property
+    def num_labels(self) -> int: ...
 
 
-def task_info(task: Any) -> TaskInfo:
-    """A TaskInfo from a TaskSpec-like object, a dict or a TaskInfo."""
+def task_info(task: TaskInfo | TaskLike) -> TaskInfo:
+    """A TaskInfo from the data layer's task spec (or a TaskInfo, returned as it is)."""
     if isinstance(task, TaskInfo):
         return task
-    name = _first_attr(task, ("name", "task"))
-    regression = bool(_first_attr(task, ("is_regression", "regression")) or False)
-    labels = _first_attr(task, ("label_names", "labels", "label_list"))
-    words = _first_attr(task, ("label_words", "verbalizer", "verbalizers"))
-    if isinstance(words, Mapping):  # {label: word}
-        words = [words[k] for k in (labels or list(words))]
-    num = _first_attr(task, ("num_labels",))
-    if num is None:
-        num = 1 if regression else len(labels or words or [])
-    if not num:
-        raise ConfigError(f"task {name!r} names no labels; the model cannot size its head")
+    if not task.num_labels:
+        raise ConfigError(f"task {task.name!r} names no labels; the model cannot size its head")
     return TaskInfo(
-        name=str(name),
-        num_labels=int(num),
-        label_words=list(words) if words else None,
-        is_regression=regression,
-        label_names=list(labels) if labels else None,
+        name=str(task.name),
+        num_labels=int(task.num_labels),
+        label_words=list(task.verbalizer) or None,
+        is_regression=bool(task.is_regression),
+        label_names=list(task.label_names) or None,
     )
+
+
+def head_settings(head_cfg: Any) -> dict[str, Any]:
+    """``head_cfg`` over the defaults of ``conf/head/_base.yaml``; unknown keys refused."""
+    base = as_dict(read_config_file("head", "_base"))
+    given = as_dict(head_cfg)
+    unknown = sorted(set(given) - set(base))
+    if unknown:
+        raise ConfigError(
+            f"unknown head key(s) {', '.join(unknown)}; the keys are in conf/head/_base.yaml"
+        )
+    return {**base, **given}
 
 
 def resolve_head(
     head_cfg: Mapping[str, Any], is_decoder: bool, has_lm_head: bool, task: TaskInfo, model: str
 ) -> str:
     """The concrete head name for a ``head/`` config."""
-    name = head_cfg.get("name", "auto")
+    name = head_cfg["name"]
     if name not in HEADS:
         raise ConfigError(f"head.name={name!r} is not a head; choose one of {', '.join(HEADS)}")
     cloze = "lm" if is_decoder else "mlm"

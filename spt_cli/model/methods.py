@@ -85,7 +85,7 @@ def resolve_method(
     blocks drawn from 1..L-1 with ``layer_seed``; spt_fixed/fixed_layers need a list.
     """
     cfg = method_settings(method_cfg)
-    name = str(cfg["name"] or "custom")
+    name = str(cfg["name"])
     spec = MethodSpec(
         name=name,
         num_tokens=int(cfg["num_tokens"] or 0),

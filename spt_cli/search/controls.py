@@ -90,7 +90,11 @@ class ControlRecord:
         return self.data["subsets"]
 
     def add(self, layers: Sequence[int], entry: dict[str, Any]) -> None:
-        """Keep one subset's scores and rewrite the file (atomically)."""
+        """Keep one subset's scores and rewrite the file (atomically), with whatever another
+        process added to it meanwhile."""
+        if self.path.exists():
+            on_disk = json.loads(self.path.read_text(encoding="utf-8"))["subsets"]
+            self.data["subsets"] = {**on_disk, **self.subsets}
         self.subsets[subset_key(layers)] = entry
         write_json(self.path, self.data)
 

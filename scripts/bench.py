@@ -48,8 +48,8 @@ import torch
 # isort: on
 from torch.utils.flop_counter import FlopCounterMode
 
+from spt_cli.backbones import resolve_model_path
 from spt_cli.model import build_model, load_backbone
-from spt_cli.model.backbones import resolve_model_path
 from spt_cli.model.configs import head_config, method_config, model_config
 from spt_cli.model.heads import TaskInfo
 

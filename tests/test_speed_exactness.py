@@ -16,9 +16,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FakeGatedModel, fake_features, search_cfg, trainer_cfg
+from spt_cli.backbones.bert import BertLikeAdapter
 from spt_cli.data import collate, get_task
 from spt_cli.model import fast, load_backbone
-from spt_cli.model.backbones import BertLikeAdapter
 from spt_cli.model.configs import model_config
 from spt_cli.model.generators import pool_bins, pool_real_tokens
 from spt_cli.runlog import RunLogger

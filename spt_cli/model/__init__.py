@@ -1,7 +1,7 @@
 """Model layer: backbones, the gated prompt module, heads, parameter table and artefacts."""
 
+from spt_cli.backbones import load_backbone, make_adapter
 from spt_cli.model.artifact import load_artifact, save_artifact
-from spt_cli.model.backbones import load_backbone, make_adapter
 from spt_cli.model.build import build_model, build_model_from_cfg
 from spt_cli.model.gated import GatedPromptModel
 from spt_cli.model.heads import TaskInfo, task_info

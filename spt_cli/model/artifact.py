@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from spt_cli.backbones import FAMILIES, load_backbone, make_adapter
 from spt_cli.errors import ConfigError
 from spt_cli.model.gated import GatedPromptModel
 from spt_cli.model.heads import TaskInfo
@@ -103,7 +104,6 @@ def load_artifact(path: str | Path, backbone: nn.Module | None = None, tokenizer
     The backbone is loaded from the saved model config unless ``backbone``/``tokenizer`` are
     given; a backbone of another architecture is refused with a ConfigError.
     """
-    from spt_cli.model.backbones import load_backbone, make_adapter
     config = read_artifact_config(path)
     model_cfg = config["model"]
     if backbone is None:
@@ -139,8 +139,6 @@ def load_artifact(path: str | Path, backbone: nn.Module | None = None, tokenizer
 
 
 def _family_ok(backbone: nn.Module, model_cfg: dict[str, Any]) -> bool:
-    from spt_cli.model.backbones import FAMILIES
-
     return backbone.config.model_type in FAMILIES.get(model_cfg.get("family"), ())
 
 

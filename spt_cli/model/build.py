@@ -6,9 +6,9 @@ from typing import Any
 
 from torch import nn
 
+from spt_cli.backbones import load_backbone, make_adapter
 from spt_cli.config import as_dict
 from spt_cli.errors import ConfigError
-from spt_cli.model.backbones import load_backbone, make_adapter
 from spt_cli.model.gated import GatedPromptModel
 from spt_cli.model.heads import head_settings, label_word_ids, resolve_head, task_info
 from spt_cli.model.methods import resolve_method

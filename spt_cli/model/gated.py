@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spt_cli.backbones import BackboneAdapter
 from spt_cli.errors import ConfigError
 from spt_cli.model import fast
-from spt_cli.model.backbones import BackboneAdapter
 from spt_cli.model.gates import LayerGates, mix
 from spt_cli.model.generators import (
     NaiveGenerator,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from spt_cli.model.backbones import BackboneAdapter, BlockContext
+from spt_cli.backbones import BackboneAdapter, BlockContext
 
 
 class BlockRunner:

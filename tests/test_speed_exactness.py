@@ -485,3 +485,46 @@ def test_training_with_fast_dropout_learns():
         opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and min(losses[-3:]) < losses[0]
+
+
+def test_states_on_disk_are_shared_by_later_models_and_give_the_same_logits(tmp_path):
+    from spt_cli.model.configs import model_config as cfg_of
+    from spt_cli.train.cache import LowerStateStores, backbone_folder
+
+    model, tok = _build("tiny-bert", "lpt", head="classifier")
+    model.eval()
+    folder = backbone_folder(tmp_path, cfg_of("tiny-bert"), model.backbone)
+    feats = _features(tok)
+    batch = BatchStream(feats, 6, seed=0, pad_token_id=0).batch(0)
+    first = LowerStateCache(model, store=LowerStateStores(folder).for_layer(2, 64))
+    with torch.no_grad():
+        computed = model(**first.attach(batch))["logits"]
+    assert first.misses == 6 and len(list(folder.rglob("*.pt"))) == 6
+
+    # A later model over the same backbone (another process: a new store) reads the files.
+    other, _ = _build("tiny-bert", "lpt", head="classifier")
+    other.load_state_dict(model.state_dict())
+    other.eval()
+    other.lower_states = None  # would fail if called: every state must come from disk
+    later = LowerStateCache(other, store=LowerStateStores(folder).for_layer(2, 64))
+    with torch.no_grad():
+        loaded = other(**later.attach(batch))["logits"]
+    assert later.misses == 0 and torch.equal(loaded, computed)
+
+
+def test_backbone_folder_names_weights_and_threads(tmp_path):
+    from spt_cli.model.configs import model_config as cfg_of
+    from spt_cli.train.cache import backbone_folder
+
+    model, _ = _build("tiny-bert", "lpt")
+    base = backbone_folder(tmp_path, cfg_of("tiny-bert"), model.backbone)
+    assert base == backbone_folder(tmp_path, cfg_of("tiny-bert"), model.backbone)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if before != 1 else 2)
+        assert backbone_folder(tmp_path, cfg_of("tiny-bert"), model.backbone) != base
+    finally:
+        torch.set_num_threads(before)
+    with torch.no_grad():
+        model.backbone.word_embeddings().weight[0, 0] += 1.0
+    assert backbone_folder(tmp_path, cfg_of("tiny-bert"), model.backbone) != base

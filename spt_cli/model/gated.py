@@ -375,7 +375,7 @@ class GatedPromptModel(nn.Module):
         # Prompt positions take position ids when they enter at the input, as prefixes
         # (positions shifted by p) or on rotary models (positions over the whole sequence).
         takes = self.input_prompt is not None or self.prefix is not None
-        takes = takes or (self.backbone.family == "llama" and bool(self.spec.layers))
+        takes = takes or (self.backbone.layer_prompts_take_positions and bool(self.spec.layers))
         if takes and n + self.spec.num_tokens > limit:
             raise ConfigError(
                 f"num_tokens={self.spec.num_tokens} + sequence length {n} exceeds the "

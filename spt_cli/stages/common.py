@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from spt_cli.config import split_name, to_plain
+from spt_cli.config import as_dict, split_name, to_plain
 from spt_cli.errors import DataError
 from spt_cli.runlog import RunLogger
-from spt_cli.train.cache import LowerStateCache, LowerStateStores
+from spt_cli.train.cache import LowerStateCache, LowerStateStores, backbone_folder
 
 
 def seed_everything(seed: int) -> None:
@@ -73,7 +73,10 @@ def setup(cfg: DictConfig) -> Setup:
 
     task, data = load_data(cfg)
     backbone, tokenizer = load_backbone(cfg.model)
-    return Setup(task, data, backbone, tokenizer)
+    disk = None
+    if cfg.lower_cache_dir:
+        disk = backbone_folder(Path(str(cfg.lower_cache_dir)), as_dict(cfg.model), backbone)
+    return Setup(task, data, backbone, tokenizer, LowerStateStores(disk))
 
 
 def build(cfg: DictConfig, method_cfg: DictConfig, s: Setup):

@@ -12,15 +12,25 @@ keys are masked, and heads and pooling read real positions only).
 The cache is bounded by ``max_mb``: once full, new examples are computed each time they are
 seen (the fallback, one at a time as above) and nothing is evicted, so a working set larger
 than the cap degrades to about the uncached speed instead of thrashing.
+
+With ``lower_cache_dir`` the states also go to disk, one file per example under a folder named
+by the backbone's identity (its config, a sample of its weights, the torch version and thread
+count, which can change the last bits), the block and the example's token ids: every later run
+over the same backbone (another method or seed, the same test set) loads them instead of
+recomputing them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from spt_cli.files import atomic_write
 from spt_cli.train.protocol import TrainableModel
 
 _KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -34,9 +44,10 @@ class LowerStateStore:
     retrain and its baselines in one process): see :class:`LowerStateStores`.
     """
 
-    def __init__(self, max_mb: float = 1024.0, label: str = "") -> None:
+    def __init__(self, max_mb: float = 1024.0, label: str = "", disk: Path | None = None) -> None:
         self.max_bytes = int(float(max_mb) * 2**20)
         self.label = label
+        self.disk = disk
         self.bytes = 0
         self.states: dict[bytes, torch.Tensor] = {}
         self._warned = False
@@ -44,10 +55,24 @@ class LowerStateStore:
     def __len__(self) -> int:
         return len(self.states)
 
+    def _file(self, key: bytes) -> Path:
+        assert self.disk is not None
+        digest = hashlib.sha1(key).hexdigest()
+        return self.disk / digest[:2] / f"{digest}.pt"
+
     def get(self, key: bytes) -> torch.Tensor | None:
-        return self.states.get(key)
+        states = self.states.get(key)
+        if states is None and self.disk is not None and (path := self._file(key)).exists():
+            states = torch.load(path, weights_only=True)
+            self._keep(key, states)
+        return states
 
     def put(self, key: bytes, states: torch.Tensor) -> None:
+        self._keep(key, states)
+        if self.disk is not None and not (path := self._file(key)).exists():
+            atomic_write(path, lambda tmp: torch.save(states.cpu(), tmp))
+
+    def _keep(self, key: bytes, states: torch.Tensor) -> None:
         size = states.numel() * states.element_size()
         if self.bytes + size > self.max_bytes:
             if not self._warned:
@@ -65,15 +90,33 @@ class LowerStateStore:
 
 
 class LowerStateStores:
-    """One :class:`LowerStateStore` per block, for models over the same frozen backbone."""
+    """One :class:`LowerStateStore` per block, for models over the same frozen backbone;
+    ``disk``: this backbone's folder on disk (see :func:`backbone_folder`), or None."""
 
-    def __init__(self) -> None:
+    def __init__(self, disk: Path | None = None) -> None:
+        self.disk = disk
         self._by_layer: dict[int, LowerStateStore] = {}
 
     def for_layer(self, layer: int, max_mb: float, label: str = "") -> LowerStateStore:
         if layer not in self._by_layer:
-            self._by_layer[layer] = LowerStateStore(max_mb, label)
+            disk = None if self.disk is None else self.disk / f"block{layer:02d}"
+            self._by_layer[layer] = LowerStateStore(max_mb, label, disk)
         return self._by_layer[layer]
+
+
+def backbone_folder(root: Path, model_cfg: dict[str, Any], backbone: torch.nn.Module) -> Path:
+    """``root/<model name>-<identity>``: the identity hashes the model config, every weight
+    tensor's name and shape and a strided sample of its values, the torch version and the
+    thread count (the last two can change float results)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(model_cfg, sort_keys=True, default=str).encode())
+    digest.update(f"{torch.__version__}|{torch.get_num_threads()}".encode())
+    with torch.no_grad():
+        for name, param in backbone.state_dict().items():
+            flat = param.detach().flatten()
+            digest.update(f"{name}{tuple(param.shape)}".encode())
+            digest.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
+    return root / f"{model_cfg['name']}-{digest.hexdigest()[:16]}"
 
 
 class LowerStateCache:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from table_runs import table_cfg, write_run
 
 from spt_cli.errors import ConfigError
 from spt_cli.tables import (
@@ -22,62 +23,6 @@ from spt_cli.tables import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def write_run(
-    root: Path,
-    name: str,
-    *,
-    task: str,
-    method: str,
-    seed: int,
-    value: float | None = None,
-    shots: int = 16,
-    model: str = "minilm",
-    stage: str = "train",
-    status: str = "completed",
-    metric: str = "accuracy",
-    majority: float | None = None,
-    trainable: int = 1000,
-    selected_layers: list[int] | None = None,
-    gate_probs: dict[str, float] | None = None,
-    results: bool = True,
-    raw: str | None = None,
-) -> Path:
-    """A Hydra-like run directory: .hydra/config.yaml, and results.json unless results=False."""
-    run = root / name
-    (run / ".hydra").mkdir(parents=True)
-    cfg = {
-        "dataset": {"name": task},
-        "method": {"name": method},
-        "model": {"name": model},
-        "stage": {"name": stage},
-        "shots": shots,
-        "seed": seed,
-        "hydra_time": "${now:%H}",  # an unresolvable interpolation must not break reading
-    }
-    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    if raw is not None:
-        (run / "results.json").write_text(raw)
-    elif results:
-        data = {
-            "task": task,
-            "method": method,
-            "stage": stage,
-            "model": model,
-            "shots": shots,
-            "seed": seed,
-            "status": status,
-            "main_metric": metric,
-            "dev": {metric: 0.5},
-            "test": {} if value is None else {metric: value},
-            "majority_baseline": {"test": {metric: majority}} if majority is not None else {},
-            "parameters": {"trainable": trainable, "backbone": 22_000_000, "percent": 0.1},
-            "selected_layers": selected_layers,
-            "gate_probs": gate_probs,
-        }
-        (run / "results.json").write_text(json.dumps(data))
-    return run
 
 
 @pytest.fixture
@@ -299,11 +244,11 @@ def test_latex_booktabs(multirun: Path) -> None:
 
 def test_run_table_writes_files(multirun: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "table_out"
-    summary = run_table(OmegaConf.create({"runs": str(multirun)}), out)
+    summary = run_table(table_cfg(str(multirun)), out)
     assert summary["n_runs"] == 13
     assert summary["n_failed"] == 3
     names = [Path(f).name for f in summary["files"]]
-    assert names == ["table.md", "table.csv", "table.tex", "layers.png"]
+    assert names == ["table.md", "table.csv", "table.tex", "paired.csv", "layers.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no temp files left
     md = (out / "table.md").read_text()
     assert capsys.readouterr().out == md
@@ -315,14 +260,14 @@ def test_run_table_ignores_its_own_output_dir(multirun: Path) -> None:
     # `runs=outputs/**` can match the table run's own directory (which has .hydra/ but no
     # results.json); it must not be reported as a failed run.
     out = write_run(multirun, "table_run", task="x", method="y", seed=0, results=False)
-    summary = run_table(OmegaConf.create({"runs": str(multirun)}), out)
+    summary = run_table(table_cfg(str(multirun)), out)
     assert summary["n_runs"] == 13
 
 
 def test_no_layers_png_without_selected_layers(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     write_run(runs, "a", task="rte", method="prompt_tuning", seed=13, value=0.6)
-    summary = run_table(OmegaConf.create({"runs": str(runs)}), tmp_path / "out")
+    summary = run_table(table_cfg(str(runs)), tmp_path / "out")
     assert [Path(f).name for f in summary["files"]] == ["table.md", "table.csv", "table.tex"]
 
 
@@ -342,13 +287,13 @@ def test_layers_png_for_mixed_methods(multirun: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("runs", [None, "", "  "])
 def test_run_table_needs_runs(runs, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="table needs runs="):
-        run_table(OmegaConf.create({"runs": runs}), tmp_path)
+        run_table(table_cfg(runs), tmp_path)
 
 
 def test_run_table_nothing_matched_names_pattern(tmp_path: Path) -> None:
     pattern = str(tmp_path / "outputs" / "multirun" / "nope*")
     with pytest.raises(ConfigError, match="nope"):
-        run_table(OmegaConf.create({"runs": pattern}), tmp_path / "out")
+        run_table(table_cfg(pattern), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -394,6 +339,6 @@ def test_search_only_runs_feed_layers_not_cells(tmp_path: Path) -> None:
     md = to_markdown(table)
     assert "No run with a test result in this setting." in md
     assert "Search-only runs (1;" in md and "layers [2, 4]" in md
-    summary = run_table(OmegaConf.create({"runs": str(tmp_path)}), tmp_path / "out")
+    summary = run_table(table_cfg(str(tmp_path)), tmp_path / "out")
     assert summary["n_failed"] == 0
     assert (tmp_path / "out" / "layers.png").read_bytes()[:8] == PNG_MAGIC

@@ -1,13 +1,17 @@
-"""`spt-run table`: aggregate run directories into paper-style tables and a layer figure.
+"""`spt-run table`: aggregate runs into paper-style tables, a paired comparison and a figure.
 
 Reads every run's `results.json` (schema in docs/architecture.md) below a multirun directory
-or a glob, the `failed.json` of failed sweep jobs, and Hydra run directories that wrote neither
-(killed or still running). Rows are methods, columns tasks + Avg; a cell is the mean ± sample
-std over seeds of the task's main test metric x100. Nothing is dropped silently: cells averaged
-over fewer seeds than their column are marked, and failed, missing and duplicate runs are
-listed under each table.
+or a glob, compact record files (`records=DIR`, any depth), the `failed.json` of failed sweep
+jobs, and Hydra run directories that wrote neither (killed or still running); a skipped sweep
+job's `same_as.json` is followed to its original. Rows are methods, columns tasks + Avg; a cell
+is the mean ± sample std over seeds of the task's main test metric x100. A cell run with several
+settings (a grid) keeps the one best on dev (`table.select=dev`) or is refused
+(`table.select=all`). Nothing is dropped silently: cells averaged over fewer seeds than their
+column are marked; the choices, empty cells, failed, missing and duplicate runs are listed under
+each table; SPT is compared with each baseline per seed (sign test).
 
-Modules: `records` reads run directories, `aggregate` builds the tables, `render` writes
+Modules: `records` reads runs, `collect` finds them, `select` tells settings apart and chooses,
+`aggregate` builds the tables, `paired` compares SPT with the baselines, `render` writes
 markdown / CSV / LaTeX, `figure` draws `layers.png`.
 """
 
@@ -21,9 +25,19 @@ from omegaconf import DictConfig
 from spt_cli.errors import ConfigError
 from spt_cli.files import write_text
 from spt_cli.tables.aggregate import Cell, GroupTable, Table, build_table
+from spt_cli.tables.collect import collect_runs
 from spt_cli.tables.figure import plot_layers
-from spt_cli.tables.records import RunRecord, collect_runs
-from spt_cli.tables.render import format_params, task_label, to_csv, to_latex, to_markdown
+from spt_cli.tables.paired import compare, sign_test, to_paired_csv
+from spt_cli.tables.records import RunRecord
+from spt_cli.tables.render import (
+    format_params,
+    task_label,
+    to_choices_csv,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
+from spt_cli.tables.select import SELECT_MODES
 
 __all__ = [
     "Cell",
@@ -32,25 +46,35 @@ __all__ = [
     "Table",
     "build_table",
     "collect_runs",
+    "compare",
     "format_params",
     "plot_layers",
     "run_table",
+    "sign_test",
     "task_label",
+    "to_choices_csv",
     "to_csv",
     "to_latex",
     "to_markdown",
+    "to_paired_csv",
     "write_outputs",
 ]
 
 
 def write_outputs(result: Table, out_dir: Path) -> list[Path]:
-    """table.md, table.csv, table.tex and (when any run selected layers) layers.png."""
+    """table.md, table.csv, table.tex; paired.csv when SPT and a baseline share a seed;
+    choices.csv when a cell had several settings; layers.png when any run selected layers."""
     files = []
-    for name, text in (
+    outputs = [
         ("table.md", to_markdown(result)),
         ("table.csv", to_csv(result)),
         ("table.tex", to_latex(result)),
-    ):
+    ]
+    if any(compare(g) for g in result.groups):
+        outputs.append(("paired.csv", to_paired_csv(result)))
+    if any(g.choices for g in result.groups):
+        outputs.append(("choices.csv", to_choices_csv(result)))
+    for name, text in outputs:
         files.append(write_text(out_dir / name, text))
     if plot_layers(result, out_dir / "layers.png"):
         files.append(out_dir / "layers.png")
@@ -58,20 +82,25 @@ def write_outputs(result: Table, out_dir: Path) -> list[Path]:
 
 
 def run_table(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """`spt-run table runs=<multirun dir or glob>`: aggregate, print markdown, write files."""
+    """`spt-run table runs=<folder or glob>`: aggregate, print markdown, write files."""
     runs = cfg.runs  # conf/config.yaml defaults it to null
     if runs is None or (isinstance(runs, str) and not runs.strip()):
         raise ConfigError(
-            "table needs runs=<multirun dir or glob>; e.g. spt-run table runs=outputs/multirun/..."
+            "table needs runs=<multirun dir, records folder or glob>; "
+            "e.g. spt-run table runs=outputs/multirun/... or runs=results/fewshot"
         )
+    select = str(cfg.table.select)
+    if select not in SELECT_MODES:
+        raise ConfigError(f"table.select={select!r}; choose one of: {', '.join(SELECT_MODES)}")
     patterns = [str(runs)] if isinstance(runs, str | Path) else [str(p) for p in runs]
     records = collect_runs(patterns, exclude=out_dir)
     if not records:
         raise ConfigError(
-            f"table: no results.json or Hydra run directory under {', '.join(patterns)}; "
-            "pass the multirun directory (outputs/multirun/STAGE/DATE) or a quoted glob"
+            f"table: no results.json, record or Hydra run directory under "
+            f"{', '.join(patterns)}; pass the multirun directory (outputs/multirun/STAGE/DATE), "
+            "a records folder or a quoted glob"
         )
-    result = build_table(records)
+    result = build_table(records, select)
     files = write_outputs(result, Path(out_dir))
     print(to_markdown(result), end="")
     n_failed = sum(len(t.failed) for t in result.groups) + len(result.unattributed)

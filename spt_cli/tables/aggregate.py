@@ -1,4 +1,5 @@
-"""Aggregation: de-duplicate runs and average them into one `GroupTable` per (model, shots)."""
+"""Aggregation: de-duplicate runs, keep one setting per cell (`select`) and average the rest
+into one `GroupTable` per (model, shots)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spt_cli.errors import ConfigError
 from spt_cli.tables.records import RunRecord
+from spt_cli.tables.select import SELECT_MODES, Choice, assign_settings, choose
 
 # Paper order (LPT / SPT tables): baselines first, SPT last; then anything else alphabetically.
 METHOD_ORDER = (
+    "head_only",  # a classifier on the frozen backbone, no prompt: the floor for prompt methods
     "finetune",
     "prompt_tuning",
     "deep_prompt",
@@ -21,7 +25,7 @@ METHOD_ORDER = (
     "random_layers",
     "spt",
 )
-TASK_ORDER = ("sst2", "mr", "mpqa", "subj", "trec", "mnli", "mrpc", "qnli", "qqp", "rte")
+TASK_ORDER = ("sst2", "mr", "mpqa", "subj", "trec", "mnli", "mrpc", "qnli", "qqp", "rte", "cr")
 # Which result to keep when one (model, shots, task, method, seed) was run more than once:
 # the retrained model is the reported one for SPT; a plain re-evaluation ranks below training.
 STAGE_RANK = {"retrain": 0, "train": 1, "search": 2, "eval": 3}
@@ -34,6 +38,7 @@ class Cell:
     values: list[float]
     seeds: list[int]
     expected: int  # distinct seeds run in this column (any method, completed or not)
+    per_seed: dict[int, float] = field(default_factory=dict)  # for paired comparisons
 
     @property
     def n(self) -> int:
@@ -65,6 +70,12 @@ class GroupTable:
     duplicates: list[RunRecord] = field(default_factory=list)
     search_only: list[RunRecord] = field(default_factory=list)
     records: list[RunRecord] = field(default_factory=list)  # one per seed, after de-duplication
+    choices: list[Choice] = field(default_factory=list)  # cells with several settings
+    unchosen: list[RunRecord] = field(default_factory=list)  # runs of the settings not kept
+    copies: list[RunRecord] = field(default_factory=list)  # one run read twice (dir + record)
+    # Columns or cells with runs but no test number: (method, or None for the whole task,
+    # task, the runs), to say why they are empty.
+    empty: list[tuple[str | None, str, list[RunRecord]]] = field(default_factory=list)
 
     def average(self, method: str) -> tuple[float | None, int]:
         """Mean of the method's cell means over the tasks it has, and how many tasks that is."""
@@ -73,14 +84,18 @@ class GroupTable:
 
     @property
     def title(self) -> str:
-        model = self.model or "unknown model"
-        if self.shots is None:
-            setting = "unknown data setting"
-        elif self.shots > 0:
-            setting = f"{self.shots}-shot"
-        else:
-            setting = "full data"
-        return f"{model} · {setting}"
+        return group_title(self.model, self.shots)
+
+
+def group_title(model: str | None, shots: int | None) -> str:
+    """`minilm · 16-shot`, `minilm · full data`."""
+    if shots is None:
+        setting = "unknown data setting"
+    elif shots > 0:
+        setting = f"{shots}-shot"
+    else:
+        setting = "full data"
+    return f"{model or 'unknown model'} · {setting}"
 
 
 @dataclass
@@ -124,14 +139,25 @@ def _table_order(rec: RunRecord) -> tuple[Any, ...]:
     )
 
 
-def _dedupe(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
-    """One record per identity: completed beats failed, then by stage rank, then the later
-    path (Hydra's timestamped directories sort in time order). Returns (kept, ignored)."""
+def _same_run(a: RunRecord, b: RunRecord) -> bool:
+    """One run read twice: as its run directory and as its record, or as two copies of one
+    record (same fingerprint), with the same outcome and numbers."""
+    same_source = a.source == b.source and not (a.fingerprint and a.fingerprint == b.fingerprint)
+    return not same_source and (a.status, a.test, a.dev) == (b.status, b.test, b.dev)
+
+
+def _dedupe(
+    records: Iterable[RunRecord],
+) -> tuple[list[RunRecord], list[RunRecord], list[RunRecord]]:
+    """One record per identity and setting: completed beats failed, then by stage rank, then
+    the later path (Hydra's timestamped directories sort in time order). Returns (kept,
+    ignored duplicates, copies of a kept run)."""
     by_key: dict[tuple[Any, ...], list[RunRecord]] = defaultdict(list)
     for rec in records:
-        by_key[rec.key].append(rec)
+        by_key[(*rec.key, rec.setting)].append(rec)
     kept: list[RunRecord] = []
     ignored: list[RunRecord] = []
+    copies: list[RunRecord] = []
     for recs in by_key.values():
         recs.sort(key=lambda r: str(r.path), reverse=True)  # stable sorts: latest path wins ties
         recs.sort(
@@ -139,37 +165,93 @@ def _dedupe(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunReco
                 not r.completed,
                 not r.search_only,
                 STAGE_RANK.get(r.stage or "", len(STAGE_RANK)),
+                r.source != "run",  # the run directory has more (logs, artefact) than its record
             )
         )
         kept.append(recs[0])
-        ignored.extend(recs[1:])
-    return kept, ignored
+        for rec in recs[1:]:
+            (copies if _same_run(recs[0], rec) else ignored).append(rec)
+    return kept, ignored, copies
 
 
-def _build_group(model: str | None, shots: int | None, records: list[RunRecord]) -> GroupTable:
-    kept, duplicates = _dedupe(records)
+def _select(
+    graded: list[RunRecord], select: str, where: str
+) -> tuple[list[RunRecord], list[Choice], list[RunRecord]]:
+    """Keep one setting per cell: (runs reported or listed, choices, runs of other settings).
+    Failed runs of any setting stay listed; only completed runs of unchosen settings go."""
+    by_cell: dict[tuple[str, str], dict[str, list[RunRecord]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for rec in graded:
+        if rec.completed and rec.method and rec.task:
+            by_cell[(rec.method, rec.task)][rec.setting].append(rec)
+    choices: list[Choice] = []
+    kept_setting: dict[tuple[str, str], str] = {}
+    for (method, task), settings in sorted(
+        by_cell.items(), key=lambda kv: (_method_sort_key(kv[0][0]), _task_sort_key(kv[0][1]))
+    ):
+        choice = choose(method, task, settings, select, where)
+        if choice is not None:
+            choices.append(choice)
+            kept_setting[(method, task)] = choice.chosen
+
+    def reported(rec: RunRecord) -> bool:
+        chosen = kept_setting.get((rec.method or "", rec.task or ""))
+        return chosen is None or rec.setting == chosen or not rec.completed
+
+    return (
+        [r for r in graded if reported(r)],
+        choices,
+        [r for r in graded if not reported(r)],
+    )
+
+
+def _empty_cells(
+    methods: list[str], tasks: list[str], cells: dict[tuple[str, str], Cell], runs: list[RunRecord]
+) -> list[tuple[str | None, str, list[RunRecord]]]:
+    """Columns, then cells, that have runs but no test number (not: no runs at all)."""
+    empty: list[tuple[str | None, str, list[RunRecord]]] = []
+    for task in tasks:
+        task_runs = [r for r in runs if r.task == task]
+        if not any((m, task) in cells for m in methods):
+            empty.append((None, task, task_runs))
+            continue
+        for method in methods:
+            cell_runs = [r for r in task_runs if r.method == method]
+            if cell_runs and (method, task) not in cells:
+                empty.append((method, task, cell_runs))
+    return empty
+
+
+def _build_group(
+    model: str | None, shots: int | None, records: list[RunRecord], select: str
+) -> GroupTable:
     # Search-only runs carry layers (for layers.png) but no test number: not part of the grid.
+    assign_settings(r for r in records if not r.search_only)
+    kept, duplicates, copies = _dedupe(records)
     search_only = [r for r in kept if r.search_only]
-    records, kept = kept, [r for r in kept if not r.search_only]
-    methods = sorted({r.method for r in kept if r.method}, key=_method_sort_key)
-    tasks = sorted({r.task for r in kept if r.task}, key=_task_sort_key)
+    graded, choices, unchosen = _select(
+        [r for r in kept if not r.search_only], select, group_title(model, shots)
+    )
+    methods = sorted({r.method for r in graded if r.method}, key=_method_sort_key)
+    tasks = sorted({r.task for r in graded if r.task}, key=_task_sort_key)
 
     metrics: dict[str, str] = {}
-    for rec in kept:
+    for rec in graded:
         if rec.task and rec.main_metric:
             metrics.setdefault(rec.task, rec.main_metric)
 
-    done = [r for r in kept if r.completed and r.method and r.task]
-    failed = [r for r in kept if not r.completed]
+    done = [r for r in graded if r.completed and r.method and r.task]
+    failed = [r for r in graded if not r.completed]
     # The seeds a column "should" have: every seed any method ran (or tried) on the task.
     column_seeds: dict[str, set[int]] = defaultdict(set)
-    for rec in kept:
+    for rec in graded + unchosen:
         if rec.task and rec.seed is not None:
             column_seeds[rec.task].add(rec.seed)
 
     per_cell: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for rec in done:
-        per_cell[(rec.method, rec.task)].append(rec)
+        per_cell[(rec.method, rec.task)].append(rec)  # type: ignore[index]  # done: both set
     cells: dict[tuple[str, str], Cell] = {}
     for (method, task), recs in per_cell.items():
         recs.sort(key=lambda r: (r.seed is None, r.seed or 0))
@@ -177,10 +259,11 @@ def _build_group(model: str | None, shots: int | None, records: list[RunRecord])
             values=[r.test for r in recs],  # type: ignore[misc]  # completed => not None
             seeds=[r.seed for r in recs if r.seed is not None],
             expected=max(len(column_seeds[task]), len(recs)),
+            per_seed={r.seed: r.test for r in recs if r.seed is not None and r.test is not None},
         )
 
     tried: dict[tuple[str, str], set[int]] = defaultdict(set)
-    for rec in kept:
+    for rec in graded:
         if rec.method and rec.task and rec.seed is not None:
             tried[(rec.method, rec.task)].add(rec.seed)
     missing: list[str] = []
@@ -218,15 +301,23 @@ def _build_group(model: str | None, shots: int | None, records: list[RunRecord])
         missing=missing,
         duplicates=sorted(duplicates, key=_table_order),
         search_only=sorted(search_only, key=_table_order),
-        records=sorted(records, key=lambda r: str(r.path)),
+        records=sorted(graded + search_only, key=lambda r: str(r.path)),
+        choices=choices,
+        unchosen=sorted(unchosen, key=_table_order),
+        copies=sorted(copies, key=_table_order),
+        empty=_empty_cells(methods, tasks, cells, graded),
     )
 
 
-def build_table(records: Iterable[RunRecord]) -> Table:
+def build_table(records: Iterable[RunRecord], select: str = "dev") -> Table:
     """Group records by (model, shots) and build one table per group, in a fixed order.
 
-    Settings are never averaged together: mixed shots or backbones give separate tables.
+    Settings are never averaged together: mixed shots or backbones give separate tables, and a
+    cell with runs of several settings keeps one (`select="dev"`: the best mean dev main metric
+    over the seeds all settings have) or raises ConfigError (`select="all"`).
     """
+    if select not in SELECT_MODES:
+        raise ConfigError(f"table.select={select!r}; choose one of: {', '.join(SELECT_MODES)}")
     records = list(records)
     groups: dict[tuple[str | None, int | None], list[RunRecord]] = defaultdict(list)
     unattributed: list[RunRecord] = []
@@ -236,7 +327,7 @@ def build_table(records: Iterable[RunRecord]) -> Table:
         else:
             groups[(rec.model, rec.shots)].append(rec)
     tables = [
-        _build_group(model, shots, groups[(model, shots)])
+        _build_group(model, shots, groups[(model, shots)], select)
         for model, shots in sorted(groups, key=_group_sort_key)
     ]
     return Table(groups=tables, records=records, unattributed=unattributed)

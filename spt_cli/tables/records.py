@@ -1,23 +1,27 @@
-"""Reading run directories: `results.json`, `failed.json` and Hydra configs into `RunRecord`s.
+"""Reading runs into `RunRecord`s: run directories (`results.json`, `failed.json`, Hydra
+configs) and compact record files (`spt-cli-record/1`, written by `records=DIR`).
 
 A run's identity (task, method, model, shots, seed, stage) comes from its results, then its
 embedded config, its `.hydra/config.yaml`, and for failed sweep jobs the command-line overrides,
-the sweep subdirectory name and the sweep's `multirun.yaml`.
+the sweep subdirectory name and the sweep's `multirun.yaml`. A record file carries the same keys
+as `results.json` plus the job's overrides, so it reads the same way without a run directory.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spt_cli.jobs import RECORD_FORMAT
+
 # Stages whose run directories hold no per-task result (skipped, never reported as failed).
 NON_RESULT_STAGES = {"table", "data"}
+# spt_cli.jobs.record_path: <stage>-<shots>shot-seed<seed>-<fingerprint>.json
+RECORD_NAME = re.compile(r"^[^/]+-\d+shot-seed-?\d+-[0-9a-f]{12}\.json$")
 
 
 @dataclass
@@ -39,6 +43,15 @@ class RunRecord:
     trainable: int | None = None
     selected_layers: list[int] | None = None
     gate_probs: dict[int, float] | None = None
+    dev: float | None = None  # main metric on dev: what table.select=dev compares
+    overrides: list[str] | None = None  # the job's command-line overrides, when known
+    config: dict[str, Any] | None = field(default=None, repr=False)  # composed config, if known
+    fingerprint: str | None = None  # records only (run directories do not store it)
+    source: str = "run"  # "run": a run directory (path); "record": a record file (path)
+    # What sets this run apart from the other runs of its table cell (its overrides that differ
+    # there, e.g. "trainer.lr=0.02"), and a sort key for it; filled in by the aggregation.
+    setting: str = ""
+    setting_order: tuple[Any, ...] = ()
 
     @property
     def completed(self) -> bool:
@@ -65,11 +78,8 @@ class RunRecord:
     def ident(self) -> str:
         """Short human-readable identity, e.g. `spt / rte / seed 13`."""
         seed = "?" if self.seed is None else self.seed
-        return f"{self.method or '?'} / {self.task or '?'} / seed {seed}"
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(ch in pattern for ch in "*?[")
+        setting = f" [{self.setting}]" if self.setting else ""
+        return f"{self.method or '?'} / {self.task or '?'} / seed {seed}{setting}"
 
 
 def _finite(value: Any) -> float | None:
@@ -122,19 +132,53 @@ def _fill_identity(rec: RunRecord, ident: dict[str, Any]) -> None:
             setattr(rec, key, value)
 
 
-def _read_results(path: Path, run_cfg: dict[str, Any] | None) -> RunRecord:
-    rec = RunRecord(path=path.parent)
+def _load_object(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def read_results(
+    path: Path, run_cfg: dict[str, Any] | None, overrides: list[str] | None = None
+) -> RunRecord:
+    """A run directory's results.json (`run_cfg`, `overrides`: its .hydra files, if any)."""
+    rec = RunRecord(path=path.parent, overrides=overrides, config=run_cfg)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+        data = _load_object(path)
     except (OSError, ValueError) as exc:
         rec.status = "unreadable"
         rec.reason = f"results.json unreadable ({type(exc).__name__}: {exc})".splitlines()[0]
         if run_cfg:
             _fill_identity(rec, _identity_from_config(run_cfg))
         return rec
+    return _from_results(rec, data, run_cfg)
 
+
+def read_record(path: Path) -> RunRecord:
+    """A compact record file (`spt-cli-record/1`): one run, no run directory needed."""
+    rec = RunRecord(path=path, source="record")
+    try:
+        data = _load_object(path)
+        if data.get("format") != RECORD_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {RECORD_FORMAT!r}")
+    except (OSError, ValueError) as exc:
+        rec.status = "unreadable"
+        rec.reason = f"record unreadable ({type(exc).__name__}: {exc})".splitlines()[0]
+        return rec
+    overrides = data.get("overrides")
+    rec.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else None
+    rec.fingerprint = str(data["fingerprint"]) if data.get("fingerprint") else None
+    # The identity of a record missing a key: its overrides (dataset=rte, seed=13, ...).
+    _from_results(rec, data, None)
+    _fill_identity(rec, _identity_from_overrides(rec.overrides))
+    return rec
+
+
+def _from_results(
+    rec: RunRecord, data: dict[str, Any], run_cfg: dict[str, Any] | None
+) -> RunRecord:
+    """Fill `rec` from the keys results.json and records share."""
     rec.task = _name(data.get("task"))
     rec.method = _name(data.get("method"))
     rec.model = _name(data.get("model"))
@@ -145,10 +189,13 @@ def _read_results(path: Path, run_cfg: dict[str, Any] | None) -> RunRecord:
     for cfg in (data.get("config"), run_cfg):
         if isinstance(cfg, dict):
             _fill_identity(rec, _identity_from_config(cfg))
+    if isinstance(data.get("config"), dict):
+        rec.config = data["config"]
 
     rec.status = str(data.get("status") or "missing status")
     rec.main_metric = data.get("main_metric") if isinstance(data.get("main_metric"), str) else None
     rec.test = _metric(data.get("test"), rec.main_metric)
+    rec.dev = _metric(data.get("dev"), rec.main_metric)
     majority = data.get("majority_baseline")
     if isinstance(majority, dict):
         rec.majority = _metric(majority.get("test"), rec.main_metric)
@@ -214,8 +261,22 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
     return cfg if isinstance(cfg, dict) else None
 
 
-def _read_hydra_config(run_dir: Path) -> dict[str, Any] | None:
+def read_hydra_config(run_dir: Path) -> dict[str, Any] | None:
     return _read_yaml(run_dir / ".hydra" / "config.yaml")
+
+
+def read_hydra_overrides(run_dir: Path) -> list[str] | None:
+    """The job's command-line overrides from `.hydra/overrides.yaml` (a list of `key=value`)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # a half-written file must not stop the whole table
+        return None
+    return [str(o) for o in data] if isinstance(data, list) else None
 
 
 def _sweep_config(run_dir: Path) -> dict[str, Any] | None:
@@ -226,7 +287,7 @@ def _sweep_config(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def _read_failed(path: Path, run_cfg: dict[str, Any] | None) -> RunRecord:
+def read_failed(path: Path, run_cfg: dict[str, Any] | None) -> RunRecord:
     """failed.json, written by a sweep job that failed (the CLI removes the rest of its
     directory, .hydra included, so the identity comes from overrides and the directory name)."""
     rec = RunRecord(path=path.parent, status="failed")
@@ -237,97 +298,13 @@ def _read_failed(path: Path, run_cfg: dict[str, Any] | None) -> RunRecord:
     data = data if isinstance(data, dict) else {}
     error = str(data.get("error") or "").strip().splitlines()
     rec.reason = "failed" + (f": {error[0]}" if error else "")
-    _fill_identity(rec, _identity_from_overrides(data.get("overrides")))
+    overrides = data.get("overrides")
+    rec.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else None
+    _fill_identity(rec, _identity_from_overrides(rec.overrides))
     _fill_identity(rec, _identity_from_dirname(rec.path))
     for cfg in (run_cfg, _sweep_config(rec.path)):
         if cfg:
             _fill_identity(rec, _identity_from_config(cfg))
+            # The sweep's values stand in for the keys its overrides leave at their defaults.
+            rec.config = rec.config or cfg
     return rec
-
-
-def _find(pattern: str | Path) -> tuple[set[Path], set[Path], set[Path]]:
-    """results.json files, failed.json files and Hydra run directories below the matches."""
-    pattern = str(pattern)
-    roots = sorted(glob.glob(pattern, recursive=True)) if _is_glob(pattern) else [pattern]
-    results: set[Path] = set()
-    failed: set[Path] = set()
-    run_dirs: set[Path] = set()
-    for root in map(Path, roots):
-        if root.is_file():
-            if root.name == "results.json":
-                results.add(root.resolve())
-            elif root.name == "failed.json":
-                failed.add(root.resolve())
-            continue
-        if not root.is_dir():
-            continue
-        if (root / ".hydra" / "config.yaml").is_file():
-            run_dirs.add(root.resolve())
-        results.update(p.resolve() for p in root.rglob("results.json"))
-        failed.update(p.resolve() for p in root.rglob("failed.json"))
-        run_dirs.update(p.parent.parent.resolve() for p in root.rglob(".hydra/config.yaml"))
-    return results, failed, run_dirs
-
-
-def collect_runs(
-    pattern: str | Path | Sequence[str | Path], exclude: Path | None = None
-) -> list[RunRecord]:
-    """Read every run below a multirun directory, a run directory, a results.json or a glob.
-
-    A directory with failed.json (a failed sweep job) is a `failed` run; one with
-    `.hydra/config.yaml` but neither file anywhere below it is `incomplete` (killed or still
-    running). Directories of the `table` and `data` stages, and anything under `exclude` (the
-    table's own output directory), are skipped. Sorted by path: the same order on every call.
-    """
-    patterns = [pattern] if isinstance(pattern, str | Path) else list(pattern)
-    results: set[Path] = set()
-    failed: set[Path] = set()
-    run_dirs: set[Path] = set()
-    for pat in patterns:
-        found = _find(pat)
-        results |= found[0]
-        failed |= found[1]
-        run_dirs |= found[2]
-    excluded = exclude.resolve() if exclude is not None else None
-    configs: dict[Path, dict[str, Any] | None] = {d: _read_hydra_config(d) for d in run_dirs}
-
-    def owner(path: Path) -> Path | None:
-        """The nearest enclosing Hydra run directory (supplies a fallback identity)."""
-        return next((p for p in path.parents if p in configs), None)
-
-    def skip(path: Path, run_dir: Path | None) -> bool:
-        if excluded is not None and (path == excluded or excluded in path.parents):
-            return True
-        cfg = configs.get(run_dir) if run_dir else None
-        return bool(cfg) and _identity_from_config(cfg)["stage"] in NON_RESULT_STAGES
-
-    records: list[RunRecord] = []
-    for path in sorted(results):
-        run_dir = owner(path)
-        if not skip(path, run_dir):
-            records.append(_read_results(path, configs.get(run_dir) if run_dir else None))
-
-    result_dirs = {p.parent for p in results}
-    for path in sorted(failed):
-        run_dir = owner(path)
-        if path.parent in result_dirs or skip(path, run_dir):
-            continue
-        rec = _read_failed(path, configs.get(run_dir) if run_dir else None)
-        if rec.stage not in NON_RESULT_STAGES:
-            records.append(rec)
-
-    done_dirs = result_dirs | {p.parent for p in failed}
-    for run_dir in sorted(run_dirs):
-        if skip(run_dir, run_dir):
-            continue
-        if any(d == run_dir or run_dir in d.parents for d in done_dirs):
-            continue
-        rec = RunRecord(path=run_dir, status="incomplete", reason="no results.json (killed?)")
-        cfg = configs[run_dir]
-        if cfg is None:
-            rec.reason = "no results.json and .hydra/config.yaml unreadable"
-        else:
-            _fill_identity(rec, _identity_from_config(cfg))
-        records.append(rec)
-    records.sort(key=lambda r: str(r.path))
-    return records

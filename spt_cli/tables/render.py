@@ -1,4 +1,5 @@
-"""Renderers: the aggregated tables as markdown, CSV and LaTeX, with the notes under each."""
+"""Renderers: the aggregated tables as markdown, CSV and LaTeX, with the notes under each,
+the settings chosen on dev, and the paired comparison of SPT with each baseline."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import csv
 import io
 import math
 import statistics
+from collections import Counter
 
+from spt_cli.tables import paired
 from spt_cli.tables.aggregate import Cell, GroupTable, Table, _task_key
+from spt_cli.tables.records import RunRecord
+from spt_cli.tables.select import Choice
 
 TASK_LABELS = {
     "sst2": "SST-2",
@@ -100,6 +105,55 @@ def _rows(table: GroupTable) -> list[list[str]]:
     return rows
 
 
+def _dev(value: float | None) -> str:
+    return "no dev number" if value is None else f"{100 * value:.1f}"
+
+
+def choice_text(choice: Choice) -> str:
+    """`prompt_tuning / SST-2: trainer.lr=0.02 (dev 61.2 vs 0.005: 58.1; seeds 13 21)`."""
+    best, *rest = choice.scores
+    others = ", ".join(f"{choice.short(s)}: {_dev(s.dev)}" for s in rest)
+    if choice.common:
+        over = "seeds " + " ".join(map(str, choice.seeds))
+    else:
+        over = "no seed common to all settings: each on its own seeds"
+    return (
+        f"{choice.method} / {task_label(choice.task)}: {choice.chosen} "
+        f"(dev {_dev(best.dev)} vs {others}; {over})"
+    )
+
+
+def _why(runs: list[RunRecord]) -> str:
+    """The reasons a set of runs gave no test number, most common first: `2× status ...`."""
+    counts = Counter(r.reason or r.status for r in runs)
+    parts = [f"{n}× {reason}" for reason, n in counts.most_common(3)]
+    if len(counts) > 3:
+        parts.append(f"{sum(counts.values()) - sum(n for _, n in counts.most_common(3))} more")
+    return "; ".join(parts)
+
+
+def _empty_notes(table: GroupTable) -> list[str]:
+    lines = []
+    for method, task, runs in table.empty:
+        if method is None:
+            lines.append(f"- {task_label(task)}: no run has a test number: {_why(runs)}")
+        else:
+            lines.append(f"- {method} / {task_label(task)}: no test number: {_why(runs)}")
+    return ["Empty cells (runs but no test number):", *lines] if lines else []
+
+
+def _choice_notes(table: GroupTable) -> list[str]:
+    if not table.choices:
+        return []
+    return [
+        "Chosen on dev (table.select=dev): for cells run with several settings, the one with "
+        "the best mean dev main metric x100 over the seeds every setting has (test not looked "
+        "at); the cell reports its test over all its seeds. "
+        f"{len(table.unchosen)} runs of the other settings are not averaged.",
+        *(f"- {choice_text(c)}" for c in table.choices),
+    ]
+
+
 def _notes(table: GroupTable) -> list[str]:
     lines: list[str] = []
     if table.metrics:
@@ -109,6 +163,8 @@ def _notes(table: GroupTable) -> list[str]:
         lines.append(f"Main metric (test, x100; mean ± sample std over seeds): {metrics}.")
     if any(c.n < c.expected for c in table.cells.values()):
         lines.append("(n/N): averaged over n of the N seeds run for that task; see below.")
+    lines += _choice_notes(table)
+    lines += _empty_notes(table)
     if table.failed:
         lines.append(f"Failed or incomplete runs ({len(table.failed)}), not averaged:")
         lines += [f"- {r.ident()}: {r.reason or r.status} ({r.where})" for r in table.failed]
@@ -130,7 +186,32 @@ def _notes(table: GroupTable) -> list[str]:
         lines += [
             f"- {r.ident()} [{r.stage or '?'}, {r.status}] ({r.where})" for r in table.duplicates
         ]
+    if table.copies:
+        lines.append(
+            f"Runs read twice (as run directory and record), counted once: {len(table.copies)}."
+        )
     return lines
+
+
+def paired_grid(table: GroupTable) -> tuple[list[str], list[list[str]]] | None:
+    """(header, rows) of the paired table: a row per baseline, a column per task."""
+    pairs = paired.compare(table)
+    if not pairs:
+        return None
+    by = {(p.baseline, p.task): p for p in pairs}
+    baselines = [m for m in table.methods if any(p.baseline == m for p in pairs)]
+    tasks = [t for t in table.tasks if any(p.task == t for p in pairs)]
+    rows = [
+        [b, *(paired.cell_text(by[(b, t)]) if (b, t) in by else MISSING_CELL for t in tasks)]
+        for b in baselines
+    ]
+    return [f"{paired.TARGET} vs", *map(task_label, tasks)], rows
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|:--|" + "--:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(result: Table) -> str:
@@ -142,15 +223,17 @@ def to_markdown(result: Table) -> str:
         out.write(f"### {table.title}\n\n")
         if table.methods:
             rows = _rows(table)
-            out.write("| " + " | ".join(rows[0]) + " |\n")
-            out.write("|:--|" + "--:|" * (len(rows[0]) - 1) + "\n")
-            for row in rows[1:]:
-                out.write("| " + " | ".join(row) + " |\n")
+            out.write(_markdown_table(rows[0], rows[1:]))
         else:
             out.write("No run with a test result in this setting.\n")
         notes = _notes(table)
         if notes:
             out.write("\n" + "\n".join(notes) + "\n")
+        grid = paired_grid(table)
+        if grid is not None:
+            out.write(f"\n#### {paired.TITLE}\n\n")
+            out.write(_markdown_table(*grid))
+            out.write("\n" + "\n".join(paired.notes(table)) + "\n")
     if result.unattributed:
         out.write(
             f"\nRuns without a readable task/method ({len(result.unattributed)}), not averaged:\n"
@@ -164,12 +247,13 @@ def to_markdown(result: Table) -> str:
 
 CSV_FIELDS = (
     "model", "shots", "method", "task", "metric", "mean", "std", "n", "n_expected", "seeds",
-    "trainable_params",
+    "trainable_params", "setting",
 )  # fmt: skip
 
 
 def to_csv(result: Table) -> str:
-    """One row per cell (unscaled metric, full precision), plus Majority and Avg rows."""
+    """One row per cell (unscaled metric, full precision), plus Majority and Avg rows; `setting`:
+    the setting a cell kept when it was run with several (table.select=dev)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
@@ -185,8 +269,9 @@ def to_csv(result: Table) -> str:
             if task in table.majority:
                 writer.writerow(
                     [*base, MAJORITY, task, table.metrics.get(task, ""),
-                     num(table.majority[task]), "", "", "", "", ""]
+                     num(table.majority[task]), "", "", "", "", "", ""]
                 )  # fmt: skip
+        chosen = {(c.method, c.task): c.chosen for c in table.choices}
         for method in table.methods:
             params = num(table.params.get(method))
             for task in table.tasks:
@@ -195,12 +280,13 @@ def to_csv(result: Table) -> str:
                     continue
                 writer.writerow(
                     [*base, method, task, table.metrics.get(task, ""), num(cell.mean),
-                     num(cell.std), cell.n, cell.expected, " ".join(map(str, cell.seeds)), params]
+                     num(cell.std), cell.n, cell.expected, " ".join(map(str, cell.seeds)), params,
+                     chosen.get((method, task), "")]
                 )  # fmt: skip
             avg, n = table.average(method)
             if avg is not None:
                 writer.writerow(
-                    [*base, method, "Avg", "", num(avg), "", n, len(table.tasks), "", params]
+                    [*base, method, "Avg", "", num(avg), "", n, len(table.tasks), "", params, ""]
                 )
     return out.getvalue()
 
@@ -270,4 +356,43 @@ def to_latex(result: Table) -> str:
         out.write("\\end{table}\n")
         for line in _notes(table):
             out.write(f"% {line}\n")
+        grid = paired_grid(table)
+        if grid is not None:
+            header, rows = grid
+            out.write("\n\\begin{table}[t]\n\\centering\n\\small\n")
+            out.write("\\begin{tabular}{l " + "c" * (len(header) - 1) + "}\n\\toprule\n")
+            out.write(" & ".join(_tex(h) for h in header) + " \\\\\n\\midrule\n")
+            for row in rows:
+                out.write(" & ".join(_tex(c) for c in row) + " \\\\\n")
+            out.write("\\bottomrule\n\\end{tabular}\n")
+            out.write(rf"\caption{{{_tex(table.title)}: {_tex(paired.TITLE)}.}}" + "\n")
+            out.write("\\end{table}\n")
+            for line in paired.notes(table):
+                out.write(f"% {line}\n")
+    return out.getvalue()
+
+
+CHOICE_FIELDS = (
+    "model", "shots", "method", "task", "setting", "chosen", "dev_compared", "compared_seeds",
+    "dev_all", "seeds",
+)  # fmt: skip
+
+
+def to_choices_csv(result: Table) -> str:
+    """One row per setting of every cell that had several (unscaled dev, full precision)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CHOICE_FIELDS)
+    for table in result.groups:
+        base = [table.model or "", "" if table.shots is None else table.shots]
+        for choice in table.choices:
+            for score in choice.scores:
+                compared = choice.seeds if choice.common else score.seeds
+                writer.writerow(
+                    [*base, choice.method, choice.task, score.setting,
+                     int(score.setting == choice.chosen),
+                     "" if score.dev is None else repr(score.dev), " ".join(map(str, compared)),
+                     "" if score.dev_all is None else repr(score.dev_all),
+                     " ".join(map(str, score.seeds))]
+                )  # fmt: skip
     return out.getvalue()

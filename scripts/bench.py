@@ -8,7 +8,7 @@ per round; rounds interleave all of them (the order rotates each round) and each
 median over the rounds after the warm-up ones. Ratios divide medians of the same run, so load
 from other processes on the cores cancels to first order; absolute seconds do not.
 
-Measured (targets of issue 6 in brackets):
+Measured (targets in brackets):
 - P1 ours ``prompt_tuning`` train step / PEFT ``PromptTuningConfig`` train step [<= 0.95]
 - P2 ``spt_fixed`` with its first prompt layer at L/2 / ``prompt_tuning`` [<= 0.6]
 - P3 search step (architect alpha step + weight step) / ``deep_prompt`` step, first order

@@ -4,7 +4,7 @@ import os
 
 
 def _omp_wait_policy() -> None:
-    """OMP_WAIT_POLICY=PASSIVE when other work already fills the CPUs at start-up (issue 6).
+    """OMP_WAIT_POLICY=PASSIVE when other work already fills the CPUs at start-up.
 
     OpenMP threads that finish a parallel region early spin, waiting for their peers. When
     another process holds a core, the spinning thread keeps the core its descheduled peer

@@ -9,7 +9,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from spt_cli.errors import ConfigError
-from spt_cli.search.options import check_search_options
 
 STAGES: dict[str, str] = {
     "data": "load a benchmark split and print its sizes, labels and an example",
@@ -23,6 +22,27 @@ STAGES: dict[str, str] = {
 
 # Groups a user picks with `group=choice`, shown by `spt-run --help`.
 GROUPS = ("model", "dataset", "split", "method", "head", "trainer", "logger", "experiment")
+
+
+# The search's choice keys and their values; checked by the preflight (validate) and by the
+# architect (a search started from Python).
+SEARCH_CHOICES = {
+    "order": ("first", "second"),
+    "hessian": ("central", "forward"),
+    "alpha_optimizer": ("adam", "sgd"),
+    "alpha_grad": ("raw", "centred"),
+    "gate_shift": ("none", "budget"),
+    "select": ("gates", "ablation"),
+}
+
+
+def check_search_options(scfg: Any) -> None:
+    """Refuse an unknown value of a ``search.*`` choice with a one-line error."""
+    for key, choices in SEARCH_CHOICES.items():
+        value = str(scfg[key])
+        if value not in choices:
+            options = " or ".join(choices)
+            raise ConfigError(f"search.{key}={value} is not known; use search.{key}={options}")
 
 
 def conf_dir():

@@ -30,6 +30,7 @@ from spt_cli.files import write_json
 # Top-level keys that never change a run's numbers.
 NOT_FINGERPRINTED = (
     "hydra", "resume", "debug", "logger", "records", "job_index", "runs", "lower_cache_dir",
+    "table",
 )  # fmt: skip
 RECORD_FORMAT = "spt-cli-record/1"
 LINK_FILE = "same_as.json"

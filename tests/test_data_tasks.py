@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spt_cli.data import CANONICAL, TASKS, format_summary, get_task, load_task_data, summarize
+from spt_cli.data import CANONICAL, TASKS, get_task, load_task_data
 from spt_cli.errors import ConfigError
+from spt_cli.stages.summary import format_summary, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures" / "data"

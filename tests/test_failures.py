@@ -1,4 +1,4 @@
-"""The failure catalogue (issue 7): bad configuration, bad data, runtime failures, concurrency.
+"""The failure catalogue: bad configuration, bad data, runtime failures, concurrency.
 
 Every failure must give exactly one stderr line starting with ``error: `` that names the
 problem and the fix (the last line, after any progress output), a non-zero exit code, no

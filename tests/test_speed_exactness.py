@@ -1,4 +1,4 @@
-"""Every speed optimisation of issue 6 computes what the plain computation does.
+"""Every speed optimisation computes what the plain computation does.
 
 - the last block computed only at the head's positions (``prune_last_block``);
 - linear layers on the real positions only when a batch has padding (``pack_padding``);

@@ -2,7 +2,6 @@
 
 from spt_cli.data.encode import collate, encode, label_word_ids, pad_token_id, render
 from spt_cli.data.splits import TaskData, load_task_data
-from spt_cli.data.summary import format_summary, summarize
 from spt_cli.data.tasks import CANONICAL, TASKS, Example, TaskSpec, get_task
 
 __all__ = [
@@ -13,11 +12,9 @@ __all__ = [
     "TaskSpec",
     "collate",
     "encode",
-    "format_summary",
     "get_task",
     "label_word_ids",
     "load_task_data",
     "pad_token_id",
     "render",
-    "summarize",
 ]

@@ -153,16 +153,14 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, regression: 
     return F.cross_entropy(logits, labels.long())
 
 
-def label_word_ids(tokenizer: Any, task: Any) -> list[int]:
-    """Token id of each label word, from the data layer when it offers the helper."""
-    if not isinstance(task, (TaskInfo, Mapping)):  # a TaskSpec or a task name
-        try:
-            from spt_cli.data.encode import label_word_ids as data_label_word_ids
-        except ImportError:  # the data layer is optional for the model layer's own tests
-            data_label_word_ids = None
-        if data_label_word_ids is not None:
-            return [int(i) for i in data_label_word_ids(tokenizer, task)]
-    return _label_word_ids(tokenizer, task_info(task).label_words or [])
+def label_word_ids(tokenizer: Any, task: TaskInfo | TaskLike) -> list[int]:
+    """Token id of each label word: the data layer's rule for its task specs (single-token
+    words, else an error), the first word piece for a bare TaskInfo (test models)."""
+    if isinstance(task, TaskInfo):
+        return _label_word_ids(tokenizer, task.label_words or [])
+    from spt_cli.data.encode import label_word_ids as data_label_word_ids
+
+    return [int(i) for i in data_label_word_ids(tokenizer, task)]
 
 
 def _label_word_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:

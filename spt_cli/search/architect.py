@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from spt_cli.search.options import check_search_options
+from spt_cli.config import check_search_options
 from spt_cli.train.protocol import TrainableModel
 
 

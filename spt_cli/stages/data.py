@@ -14,7 +14,8 @@ from spt_cli.stages.common import load_data
 
 def stage_data(cfg: DictConfig, run_dir: Path) -> None:
     """Print a readable summary of the task's splits and write summary.json."""
-    from spt_cli.data import encode, format_summary, summarize
+    from spt_cli.data import encode
+    from spt_cli.stages.summary import format_summary, summarize
 
     task, data = load_data(cfg)
     tokenizer = None

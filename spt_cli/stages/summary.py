@@ -8,6 +8,7 @@ import numpy as np
 
 from spt_cli.data.splits import TaskData
 from spt_cli.data.tasks import TASKS, Example, TaskSpec
+from spt_cli.metrics import majority_baseline
 
 _PERCENTILES = (50, 90, 95, 99)
 
@@ -43,7 +44,6 @@ def token_lengths(tokenizer: Any, examples: list[Example]) -> dict[str, int]:
 def summarize(task_data: TaskData, tokenizer: Any = None) -> dict[str, Any]:
     """A JSON-ready summary: task, source, files, per-split n and label counts, the majority
     baseline on each test split, and (with a tokenizer) token-length percentiles."""
-    from spt_cli.metrics import majority_baseline
 
     task = task_data.task
     splits = {"train": task_data.train, "dev": task_data.dev, **task_data.tests}

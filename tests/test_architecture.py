@@ -4,6 +4,7 @@ imports itself back through another (no cycle)."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spt_cli"
@@ -24,6 +25,7 @@ def _name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def _modules() -> dict[str, set[str]]:
     """module -> the spt_cli modules it imports (at any place in the file); ``from pkg import
     sub`` counts as importing the submodule ``pkg.sub``."""
@@ -67,7 +69,8 @@ def test_train_does_not_import_the_model():
 
 
 def test_no_import_cycle():
-    graph = {m: {t for t in ts if t in _modules()} for m, ts in _modules().items()}
+    modules = _modules()
+    graph = {m: {t for t in ts if t in modules} for m, ts in modules.items()}
     state: dict[str, int] = {}
 
     def visit(node: str, path: list[str]) -> None:

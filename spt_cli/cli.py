@@ -82,7 +82,8 @@ def run_job(cfg) -> float | None:
     owner = False  # False while another process may own run_dir: never clean it up then
     try:
         if multirun:
-            run_dir = _reuse_prior_run(cfg, run_dir, f"job {hc.job.num} ({' '.join(overrides)})")
+            job = f"job {hc.job.num} ({' '.join(overrides)})"
+            run_dir = _reuse_prior_run(cfg, run_dir, job, overrides)
             if run_dir is None:
                 return None
         lock = lock_run_dir(run_dir)
@@ -138,7 +139,7 @@ def run_job(cfg) -> float | None:
     return None
 
 
-def _reuse_prior_run(cfg, run_dir: Path, job: str) -> Path | None:
+def _reuse_prior_run(cfg, run_dir: Path, job: str, overrides: list[str]) -> Path | None:
     """The directory this sweep job should run in: None to skip a job that already completed
     with the same config, the old directory (resume=true) of a killed one, else ``run_dir``."""
     from omegaconf import open_dict
@@ -149,6 +150,7 @@ def _reuse_prior_run(cfg, run_dir: Path, job: str) -> Path | None:
     jobs.link(run_dir, prior)
     if prior.state == "completed":
         print(f"skip: {job} completed before: {prior.run_dir or prior.record}", file=sys.stderr)
+        jobs.carry_record(cfg, prior, overrides)
         return None
     print(f"continue: {job} from the checkpoint in {prior.run_dir}", file=sys.stderr)
     with open_dict(cfg):

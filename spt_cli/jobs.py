@@ -152,6 +152,24 @@ def remember(cfg: DictConfig, run_dir: Path) -> None:
     write_json(entry, {"run_dir": str(run_dir.resolve())})
 
 
+def carry_record(cfg: DictConfig, prior: Prior, overrides: list[str]) -> Path | None:
+    """A skipped job's record in ``cfg.records`` too, when it completed under another records
+    folder (a grid's runs reused by a table sweep); nothing when it is there already."""
+    if not cfg.records or prior.state != "completed":
+        return None
+    fp = fingerprint(cfg)
+    if find_record(Path(str(cfg.records)), fp):
+        return None
+    if prior.record is not None:
+        record = json.loads(prior.record.read_text(encoding="utf-8"))
+        path = record_path(Path(str(cfg.records)), record, fp)
+        write_json(path, record)
+        return path
+    assert prior.run_dir is not None
+    results = json.loads((prior.run_dir / "results.json").read_text(encoding="utf-8"))
+    return write_record(cfg, results, overrides)
+
+
 def link(run_dir: Path, prior: Prior) -> None:
     """Leave a pointer in the new (unused) job directory to where the job's result lives."""
     target = prior.run_dir or prior.record

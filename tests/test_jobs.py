@@ -35,6 +35,11 @@ def test_rerun_sweep_skips_completed_jobs_and_records_let_a_new_checkout_skip(tm
     assert _results(tmp_path) == first  # no training: no new results.json
     links = list(tmp_path.glob(f"outputs/multirun/**/{'same_as.json'}"))
     assert len(links) == 2
+    # Reused under another records folder (a grid's runs in a table sweep): records carried.
+    table = spt_run([*SWEEP, "records=results/u", "-m", "seed=13,21"], tmp_path)
+    assert "skipped 2 job(s)" in table.stderr and _results(tmp_path) == first
+    carried = sorted((tmp_path / "results" / "u").glob("rte/lpt/*.json"))
+    assert [p.name for p in carried] == [p.name for p in records]
 
     # A fresh checkout has the committed records but no outputs/: still nothing to run, and a
     # new seed runs.

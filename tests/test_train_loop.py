@@ -187,3 +187,13 @@ def test_models_implement_the_training_contract():
 
     for model in (FakeGatedModel(), build_tiny("tiny-bert", "spt")[0]):
         assert isinstance(model, TrainableModel)
+
+
+def test_a_model_with_nothing_to_train_is_one_clear_error():
+    from spt_cli.errors import ConfigError
+    from spt_cli.train.loop import build_optimizer
+    from tiny import build_tiny
+
+    model, _, _ = build_tiny("tiny-bert", "head_only", head="mlm")
+    with pytest.raises(ConfigError, match="nothing to train.*use head=classifier"):
+        build_optimizer(model, trainer_cfg())

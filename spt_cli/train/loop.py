@@ -101,6 +101,11 @@ def build_optimizer(model: TrainableModel, tcfg: Any) -> torch.optim.Optimizer:
     ``trainer.lr``, a trained backbone (fine-tuning) at ``trainer.backbone_lr``."""
     backbone_ids = {id(p) for p in model.backbone_parameters()}
     weights = model.weight_parameters()
+    if not weights:
+        raise ConfigError(
+            "nothing to train: the model has no trainable weight (e.g. method=head_only with a "
+            "frozen pretrained LM head); use head=classifier or a method with prompts"
+        )
     groups = [
         {"params": [p for p in weights if id(p) not in backbone_ids], "lr": float(tcfg.lr)},
         {"params": [p for p in weights if id(p) in backbone_ids], "lr": float(tcfg.backbone_lr)},

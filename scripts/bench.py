@@ -136,9 +136,12 @@ def search_step(
     weight step on D_w (gate grads dropped)."""
     from omegaconf import OmegaConf
 
-    from spt_cli.search.darts import Architect
+    from spt_cli.config import primary_defaults
+    from spt_cli.search.architect import Architect
 
-    scfg = OmegaConf.create({"order": order, "alpha_lr": 0.05, "hessian": hessian})
+    scfg = OmegaConf.merge(
+        primary_defaults("search"), {"order": order, "alpha_lr": 0.05, "hessian": hessian}
+    )
     arch = Architect(model, scfg, weight_lr=1e-3)
     opt = adamw(model, list(model.weight_parameters()))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -43,6 +44,7 @@ VARIANTS: dict[str, list[str]] = {
     "stochastic": [*FAMILY, "method.gate=stochastic", "search.anneal=true",
                    "search.tau_start=1.0", "search.tau_end=0.2"],  # fmt: skip
 }
+MAX_SUBSETS = 20  # controls.max_subsets of conf/config.yaml
 RECORDS = REPO / "results" / "search_study"
 CONTROLS = REPO / "results" / "controls"
 
@@ -76,12 +78,16 @@ def cmd_run(opts: argparse.Namespace) -> int:
 
 # -- report --------------------------------------------------------------------------------------
 def load_controls() -> dict[tuple[str, int], dict]:
-    """(task, seed) -> control record of the study's protocol (no input prompt, one thread)."""
+    """(task, seed) -> complete control record of the study's protocol (no input prompt, one
+    thread); a record still being filled is left out (a rank among part of the subsets would
+    mislead)."""
     out = {}
     for path in CONTROLS.glob("minilm/16shot/*.json"):
         data = json.loads(path.read_text())
         proto = data["protocol"]
-        if proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1:
+        expected = min(math.comb(len(data["candidates"]), data["k"]), MAX_SUBSETS)
+        if (proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
+                and len(data["subsets"]) == expected):  # fmt: skip
             out[(data["task"], data["seed"])] = data
     return out
 
@@ -95,83 +101,192 @@ def load_searches(variant: str) -> dict[tuple[str, int], dict]:
 
 
 def percentile_of(layers: list[int], control: dict, split: str = "dev") -> float | None:
-    sys.path.insert(0, str(REPO))
     from spt_cli.search.controls import rank
 
     found = rank(layers, control["subsets"], split)
     return None if found is None else found[1]
 
 
-def cmd_report(opts: argparse.Namespace) -> int:
+def _entry(name: str, task: str, seed: int, layers: list[int], control: dict | None) -> dict:
     from spt_cli.search.controls import subset_key
 
-    controls = load_controls()
+    entry: dict = {"variant": name, "task": task, "seed": seed, "layers": layers}
+    if control is not None and subset_key(layers) in control["subsets"]:
+        entry["dev_pct"] = percentile_of(layers, control)
+        entry["test"] = control["subsets"][subset_key(layers)]["test"]
+    return entry
+
+
+def study_rows(controls: dict) -> list[dict]:
+    """One row per (variant, task, seed) search, plus the reference rows."""
     rows = []
     for name in VARIANTS:
-        searches = load_searches(name)
-        if not searches:
-            continue
-        for (task, seed), rec in sorted(searches.items()):
-            control = controls.get((task, seed))
+        for (task, seed), rec in sorted(load_searches(name).items()):
             diag = rec.get("search_diagnostics") or {}
-            entry = {"variant": name, "task": task, "seed": seed,
-                     "layers": rec["selected_layers"], "separated": diag.get("separated"),
-                     "by_ablation": diag.get("by_ablation")}  # fmt: skip
-            if control is not None:
-                key = subset_key(rec["selected_layers"])
-                entry["dev_pct"] = percentile_of(rec["selected_layers"], control)
-                found = control["subsets"].get(key)
-                entry["test"] = None if found is None else found["test"]
-                if diag.get("by_ablation"):
-                    entry["ablation_pct"] = percentile_of(diag["by_ablation"], control)
+            entry = _entry(name, task, seed, rec["selected_layers"], controls.get((task, seed)))
+            entry["separated"] = bool(diag.get("separated"))
+            if diag.get("by_ablation") and controls.get((task, seed)):
+                entry["ablation_pct"] = percentile_of(diag["by_ablation"], controls[(task, seed)])
             rows.append(entry)
-    out = Path(opts.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "controls": summarize_controls(controls)}, indent=1))
-    print(format_table(rows, controls))
-    return 0
+    for (task, seed), control in sorted(controls.items()):
+        # A person's pick: the last K blocks (late prompts work, LPT); and the best subset on
+        # dev (what a search could at most reach on this measure).
+        k, cands = control["k"], control["candidates"]
+        rows.append(_entry("ref: last K blocks", task, seed, sorted(cands)[-k:], control))
+        best = max(control["subsets"], key=lambda key: (control["subsets"][key]["dev"], key))
+        rows.append(_entry("ref: best on dev", task, seed, [int(x) for x in best.split(",")],
+                           control))  # fmt: skip
+        mean_test = statistics.fmean(v["test"] for v in control["subsets"].values())
+        rows.append({"variant": "ref: random K-subset", "task": task, "seed": seed,
+                     "dev_pct": 50.0, "test": mean_test})  # fmt: skip
+    return rows
 
 
-def summarize_controls(controls: dict) -> dict:
-    """Per task-seed: subsets, mean test, the best-dev subset's test, dev spread."""
-    out = {}
-    for (task, seed), c in sorted(controls.items()):
-        subs = c["subsets"]
-        best = max(subs.values(), key=lambda v: v["dev"])
-        out[f"{task}-{seed}"] = {
-            "n": len(subs),
-            "test_mean": statistics.fmean(v["test"] for v in subs.values()),
-            "test_of_best_dev": best["test"],
-            "dev_min": min(v["dev"] for v in subs.values()),
-            "dev_max": max(v["dev"] for v in subs.values()),
-        }
-    return out
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
 
 
-def format_table(rows: list[dict], controls: dict) -> str:
-    lines = [
-        "| variant | searches | separated | dev pct, single (n) | test, single | "
-        "dev pct, pairs (n) | ablation pct, single |",
-        "|:--|--:|--:|--:|--:|--:|--:|",
-    ]
-    for name in VARIANTS:
+def _fmt(value: float | None, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{scale * value:.1f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    """Variant x task: mean dev percentile of the selected sets (25 single-sentence task-seeds
+    where controls exist), share of separated searches, mean test of the selected sets."""
+    head = ["variant", "searches", "separated", "dev pct (n)",
+            *[t.upper() if t != "subj" else "Subj" for t in SINGLE], "test x100",
+            "ablation pct", "pairs dev pct (n)"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    for name in names:
         mine = [r for r in rows if r["variant"] == name]
-        if not mine:
-            continue
         single = [r for r in mine if r["task"] in SINGLE and r.get("dev_pct") is not None]
         pairs = [r for r in mine if r["task"] in PAIRS and r.get("dev_pct") is not None]
-        sep = sum(bool(r["separated"]) for r in mine) / len(mine)
+        searches = [r for r in mine if "separated" in r]
+        sep = f"{100 * _mean([float(r['separated']) for r in searches]):.0f}%" if searches else ""
+        per_task = [_fmt(_mean([r["dev_pct"] for r in single if r["task"] == t])) for t in SINGLE]
+        cells = [
+            name, str(len(searches)) if searches else "", sep,
+            f"{_fmt(_mean([r['dev_pct'] for r in single]))} ({len(single)})", *per_task,
+            _fmt(_mean([r.get("test") for r in single]), 100),
+            _fmt(_mean([r.get("ablation_pct") for r in single])),
+            f"{_fmt(_mean([r['dev_pct'] for r in pairs]))} ({len(pairs)})",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
-        def mean(rs, key):
-            vals = [r[key] for r in rs if r.get(key) is not None]
-            return (f"{statistics.fmean(vals):.1f}", len(vals)) if vals else ("-", 0)
 
+def controls_table(controls: dict) -> str:
+    """Per task (mean over its seeds): how far apart the subsets are, and whether dev ranks
+    them as test does (Spearman's rho between a subset's dev and its test)."""
+    from scipy.stats import spearmanr
+
+    lines = ["| task | task-seeds | dev range (min-max) x100 | test range x100 | "
+             "test of best dev - mean test | dev-test Spearman rho |",
+             "|:--|--:|--:|--:|--:|--:|"]  # fmt: skip
+    for task in (*SINGLE, *PAIRS):
+        mine = [c for (t, _), c in controls.items() if t == task]
+        if not mine:
+            continue
+        dev_rng, test_rng, gain, rho = [], [], [], []
+        for c in mine:
+            devs = [v["dev"] for v in c["subsets"].values()]
+            tests = [v["test"] for v in c["subsets"].values()]
+            dev_rng.append(max(devs) - min(devs))
+            test_rng.append(max(tests) - min(tests))
+            best = max(c["subsets"].values(), key=lambda v: v["dev"])
+            gain.append(best["test"] - statistics.fmean(tests))
+            value = spearmanr(devs, tests).statistic
+            rho.append(None if value != value else value)  # nan: dev ties everywhere
         lines.append(
-            f"| {name} | {len(mine)} | {100 * sep:.0f}% | {mean(single, 'dev_pct')[0]} "
-            f"({len(single)}) | {mean([dict(r, t=100 * r['test']) for r in single], 't')[0]} | "
-            f"{mean(pairs, 'dev_pct')[0]} ({len(pairs)}) | {mean(single, 'ablation_pct')[0]} |"
+            f"| {task} | {len(mine)} | {_fmt(_mean(dev_rng), 100)} | {_fmt(_mean(test_rng), 100)}"
+            f" | {_fmt(_mean(gain), 100)} | {_fmt(_mean(rho))} |"
         )
     return "\n".join(lines)
+
+
+def plot_percentiles(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in dict.fromkeys(r["variant"] for r in rows) if n != "ref: random K-subset"]
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 3.8))
+    for i, name in enumerate(names):
+        vals = [r["dev_pct"] for r in rows if r["variant"] == name and r["task"] in SINGLE
+                and r.get("dev_pct") is not None]  # fmt: skip
+        if vals:
+            jitter = [i + 0.25 * ((j % 5) - 2) / 2 for j in range(len(vals))]
+            ax.plot(jitter, vals, "o", alpha=0.45, ms=4)
+            ax.plot([i - 0.3, i + 0.3], [statistics.fmean(vals)] * 2, "k-", lw=2)
+    ax.axhline(50, color="gray", ls="--", lw=1, label="chance (a random K-subset)")
+    ax.axhline(70, color="tab:red", ls=":", lw=1, label="target 70")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("dev percentile of the selected set")
+    ax.set_title("Selected sets among every K-subset, 16-shot single-sentence tasks", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_trajectories(cases: list[tuple[str, Path]], path: Path) -> None:
+    """Gate probabilities over the search steps of a few searches (from their metrics.jsonl)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 3.4), squeeze=False)
+    for ax, (title, metrics) in zip(axes[0], cases):
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get("phase") == "search"]
+        keys = sorted({k for r in records for k in r if k.startswith("gates/")})
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in records if key in r]
+            ax.plot(*zip(*pts), label=f"block {int(key[-2:])}")
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("search step")
+    axes[0][0].set_ylabel("gate a_l")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def find_run(variant: str, task: str, seed: int) -> Path | None:
+    """The run directory (outputs/) of a recorded search, for its metrics.jsonl."""
+    for rec_path in (RECORDS / variant).glob(f"{task}/spt/search-16shot-seed{seed}-*.json"):
+        fp = json.loads(rec_path.read_text())["fingerprint"]
+        entry = REPO / "outputs" / ".jobs" / f"{fp}.json"
+        if entry.exists():
+            run = Path(json.loads(entry.read_text())["run_dir"])
+            if (run / "metrics.jsonl").exists():
+                return run
+    return None
+
+
+def cmd_report(opts: argparse.Namespace) -> int:
+    controls = load_controls()
+    rows = study_rows(controls)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.json").write_text(json.dumps(rows, indent=1) + "\n")
+    text = format_table(rows) + "\n\n" + controls_table(controls) + "\n"
+    (out / "report.md").write_text(text)
+    print(text)
+    plot_percentiles(rows, out / "percentiles.png")
+    for case in opts.cases:  # variant:task:seed:title
+        variant, task, seed, title = case.split(":", 3)
+        run = find_run(variant, task, int(seed))
+        if run is not None:
+            opts.found.append((title, run / "metrics.jsonl"))
+    if opts.found:
+        plot_trajectories(opts.found, out / "trajectories.png")
+    return 0
 
 
 def main() -> int:
@@ -183,8 +298,11 @@ def main() -> int:
     r.add_argument("variants", nargs="+", choices=list(VARIANTS))
     r.add_argument("--tasks", choices=("single", "all"), default="single")
     p = sub.add_parser("report")
-    p.add_argument("--out", default=str(REPO / "results" / "search_study" / "summary.json"))
+    p.add_argument("--out", default=str(REPO / "results" / "search_study"))
+    p.add_argument("--case", dest="cases", action="append", default=[],
+                   help="VARIANT:TASK:SEED:TITLE, a search whose gates to plot")  # fmt: skip
     opts = parser.parse_args()
+    opts.found = []
     return {"controls": cmd_controls, "run": cmd_run, "report": cmd_report}[opts.cmd](opts)
 
 

@@ -138,7 +138,8 @@ def run_search(
     diag.update({"select": select, "ablation_scores": scores, "by_gates": by_gates,
                  "by_ablation": by_ablation,
                  "weights_frozen_at": architect.weights_frozen_at})  # fmt: skip
-    logger.log(_flat(diag), step=trainer.total, phase="search")
+    # Its own phase: the "search" records stay one per step.
+    logger.log(_flat(diag), step=trainer.total, phase="search_summary")
     return SearchResult(layers, probs, budget, threshold, diag)
 
 

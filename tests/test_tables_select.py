@@ -201,9 +201,9 @@ def test_paired_table_markdown_and_csv(tmp_path: Path) -> None:
     table = build_table(collect_runs(tmp_path))
     md = to_markdown(table)
     assert "#### SPT vs baselines (paired over seeds)" in md
-    assert "| spt vs | SST-2 | RTE |" in md
-    assert "| head_only | -10.0 (0-0-1, p=1) | – |" in md
-    assert "| lpt | – | +1.0 (3-1-1, p=0.625) |" in md
+    assert "| spt - baseline | SST-2 | RTE |" in md
+    assert "| spt - head_only | -10.0 (0-0-1, p=1) | – |" in md
+    assert "| spt - lpt | – | +1.0 (3-1-1, p=0.625) |" in md
     assert (
         "With 5 seeds the smallest possible two-sided sign-test p is 0.0625 (5-0-0), so no "
         "single cell can reach 0.05"

@@ -194,7 +194,8 @@ def _notes(table: GroupTable) -> list[str]:
 
 
 def paired_grid(table: GroupTable) -> tuple[list[str], list[list[str]]] | None:
-    """(header, rows) of the paired table: a row per baseline, a column per task."""
+    """(header, rows) of the paired table: a row per baseline, a column per task. Rows are
+    labelled ``spt - <baseline>`` so that no row shares its label with the main table's."""
     pairs = paired.compare(table)
     if not pairs:
         return None
@@ -202,10 +203,13 @@ def paired_grid(table: GroupTable) -> tuple[list[str], list[list[str]]] | None:
     baselines = [m for m in table.methods if any(p.baseline == m for p in pairs)]
     tasks = [t for t in table.tasks if any(p.task == t for p in pairs)]
     rows = [
-        [b, *(paired.cell_text(by[(b, t)]) if (b, t) in by else MISSING_CELL for t in tasks)]
+        [
+            f"{paired.TARGET} - {b}",
+            *(paired.cell_text(by[(b, t)]) if (b, t) in by else MISSING_CELL for t in tasks),
+        ]
         for b in baselines
     ]
-    return [f"{paired.TARGET} vs", *map(task_label, tasks)], rows
+    return [f"{paired.TARGET} - baseline", *map(task_label, tasks)], rows
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from spt_cli.model import load_backbone
+from spt_cli.model.configs import model_config
 from spt_cli.model.gates import LayerGates
 from spt_cli.model.generators import pool_real_tokens
 from tiny import TINY, build_tiny, tiny_inputs
@@ -36,7 +38,7 @@ def test_pool_real_tokens_matches_adaptive_pool_per_row(mode):
 
 
 def test_gate_closed_carries_prompt_open_replaces_it():
-    model, tok = _build("tiny-bert", "spt")  # input prompt + gates at blocks 1, 2, 3
+    model, tok = _build("tiny-bert", "spt", input_prompt="static")  # gates at blocks 1, 2, 3
     model.eval()
     model.prune_last_block = False  # the hooks below observe whole blocks, the last one too
     model.backbone.pack_padding = False  # ... run as transformers modules
@@ -128,6 +130,31 @@ def test_only_trainable_params_get_grads_and_no_graph_below_first_prompt(method,
     assert {id(p) for p in model.weight_parameters()} == {
         id(p) for n, p in model.named_parameters() if p.requires_grad
     }
+
+
+@pytest.mark.parametrize(
+    "input_prompt,gates,layers",
+    [("none", [0.0, 1.0, 0.0], [2]), ("none", [1.0, 0.0, 1.0], [1, 3]),
+     ("static", [0.0, 1.0, 0.0], [2])],
+)  # fmt: skip
+def test_hard_gates_make_the_search_model_the_retrain_model(input_prompt, gates, layers):
+    """One model family: the search model with gates fixed at 0/1 computes what the retrain's
+    spt_fixed model on the open layers computes with the same weights."""
+    backbone = load_backbone(model_config("tiny-bert"))
+    search, _, tok = build_tiny("tiny-bert", "spt", backbone=backbone, seed=3,
+                                input_prompt=input_prompt)  # fmt: skip
+    fixed, _, _ = build_tiny("tiny-bert", "spt_fixed", layers=layers, backbone=backbone,
+                             input_prompt=input_prompt)  # fmt: skip
+    missing, _ = fixed.load_state_dict(search.state_dict(), strict=False)
+    assert missing == []
+    search.eval(), fixed.eval()
+    search.override_gates(torch.tensor(gates))
+    with torch.no_grad():
+        want = fixed(**_inputs(tok))["logits"]
+        got = search(**_inputs(tok))["logits"]
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        search.override_gates(torch.tensor([0.0, 1.0, 1.0]))  # another model: differs
+        assert not torch.allclose(search(**_inputs(tok))["logits"], want)
 
 
 def test_spt_gate_and_weight_groups_are_disjoint_and_complete():

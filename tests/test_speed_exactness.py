@@ -152,7 +152,7 @@ def test_pool_bins_once_per_forward_equals_per_call():
         ("spt_fixed", [1, 3], 1),
         ("fixed_layers", [3], 3),
         ("prompt_tuning", None, None),
-        ("spt", None, None),
+        ("spt", None, 1),  # no input prompt by default: block 0 is frozen
         ("deep_prompt", None, None),
         ("finetune", None, None),
     ],

@@ -318,8 +318,7 @@ class GatedPromptModel(nn.Module):
         for layer in range(start, end):
             with self._grad(layer):
                 if str(layer) in self.generators:
-                    h = self._insert_prompt(layer, h, has_prompt, text, gates)
-                    has_prompt = True
+                    h, has_prompt = self._insert_prompt(layer, h, has_prompt, text, gates)
                 h = runner.block(layer, h, has_prompt)
         if stop is not None:
             return h
@@ -333,10 +332,16 @@ class GatedPromptModel(nn.Module):
         has_prompt: bool,
         text: TextView,
         gates: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """[P_in(l); H_X(l-1)]: the layer's generated prompt, mixed by its gate (soft gates)
-        with the prompt states from below (zeros where none exist yet)."""
+    ) -> tuple[torch.Tensor, bool]:
+        """([P_in(l); H_X(l-1)], True): the layer's generated prompt, mixed by its gate (soft
+        gates) with the prompt states from below (zeros where none exist yet). A gate fixed
+        closed with no prompt below inserts nothing, (h, False): with hard 0/1 gates the search
+        model is then exactly the retrain's spt_fixed model on the open layers."""
         p = self.spec.num_tokens
+        if gates is not None and not has_prompt:
+            assert self.gates is not None
+            if self.gates.closed(self.spec.layers.index(layer)):
+                return h, False
         hx = h[:, p:] if has_prompt else h
         new = self.generators[str(layer)](hx, text)
         if gates is not None:
@@ -345,7 +350,7 @@ class GatedPromptModel(nn.Module):
             if self.mix_observer is not None:
                 self.mix_observer(layer, a, new, old)
             new = mix(a, new, old)
-        return torch.cat([new, hx], 1)
+        return torch.cat([new, hx], 1), True
 
     def _embed(
         self,

@@ -76,6 +76,11 @@ class LayerGates(nn.Module):
         hard = (soft > 0.5).to(soft.dtype)
         return hard + soft - soft.detach()
 
+    def closed(self, index: int) -> bool:
+        """Whether gate ``index`` is fixed at exactly 0 by :meth:`override` (learned gates never
+        are: sigmoid is never 0, and a hard stochastic sample still carries a gradient)."""
+        return self.fixed is not None and float(self.fixed[index]) == 0.0
+
     def override(self, values: torch.Tensor | None) -> None:
         """Use ``values`` as the gates in every forward (None: the learned gates again)."""
         self.fixed = None if values is None else values.detach().to(self.alpha.device)

@@ -154,10 +154,36 @@ def _fmt(value: float | None, scale: float = 1.0) -> str:
     return "-" if value is None else f"{scale * value:.1f}"
 
 
-def format_table(rows: list[dict]) -> str:
+def chance_p(entries: list[dict], controls: dict, draws: int = 20000) -> float | None:
+    """One-sided p of the mean dev percentile: how often a random K-subset per task-seed (the
+    same task-seeds, drawn uniformly among the retrained subsets) reaches at least this mean."""
+    import random
+
+    if not entries:
+        return None
+    observed = statistics.fmean(e["dev_pct"] for e in entries)
+    pools = []
+    for e in entries:
+        control = controls[(e["task"], e["seed"])]
+        pools.append([percentile_of([int(x) for x in key.split(",")], control)
+                      for key in control["subsets"]])  # fmt: skip
+    rng = random.Random(0)
+    hits = sum(
+        statistics.fmean(rng.choice(pool) for pool in pools) >= observed - 1e-9
+        for _ in range(draws)
+    )
+    return (1 + hits) / (1 + draws)
+
+
+def _fmt_p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_table(rows: list[dict], controls: dict) -> str:
     """Variant x task: mean dev percentile of the selected sets (25 single-sentence task-seeds
-    where controls exist), share of separated searches, mean test of the selected sets."""
-    head = ["variant", "searches", "separated", "dev pct (n)",
+    where controls exist), how often random picks reach that mean (p), share of separated
+    searches, mean test of the selected sets."""
+    head = ["variant", "searches", "separated", "dev pct (n)", "p vs random",
             *[t.upper() if t != "subj" else "Subj" for t in SINGLE], "test x100",
             "ablation pct", "pairs dev pct (n)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
@@ -171,7 +197,9 @@ def format_table(rows: list[dict]) -> str:
         per_task = [_fmt(_mean([r["dev_pct"] for r in single if r["task"] == t])) for t in SINGLE]
         cells = [
             name, str(len(searches)) if searches else "", sep,
-            f"{_fmt(_mean([r['dev_pct'] for r in single]))} ({len(single)})", *per_task,
+            f"{_fmt(_mean([r['dev_pct'] for r in single]))} ({len(single)})",
+            "" if name == "ref: random K-subset" else _fmt_p(chance_p(single, controls)),
+            *per_task,
             _fmt(_mean([r.get("test") for r in single]), 100),
             _fmt(_mean([r.get("ablation_pct") for r in single])),
             f"{_fmt(_mean([r['dev_pct'] for r in pairs]))} ({len(pairs)})",
@@ -278,7 +306,7 @@ def cmd_report(opts: argparse.Namespace) -> int:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows.json").write_text(json.dumps(rows, indent=1) + "\n")
-    text = format_table(rows) + "\n\n" + controls_table(controls) + "\n"
+    text = format_table(rows, controls) + "\n\n" + controls_table(controls) + "\n"
     (out / "report.md").write_text(text)
     print(text)
     plot_percentiles(rows, out / "percentiles.png")

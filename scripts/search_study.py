@@ -183,12 +183,26 @@ def _fmt_p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _test_gain(entries: list[dict], rows: list[dict]) -> str:
+    """Mean test of the selected sets minus the mean test of all K-subsets of the same
+    task-seed (x100), and on how many task-seeds the selected set is above / below it."""
+    rand = [r for r in rows if r["variant"] == "ref: random K-subset"]
+    base = {(r["task"], r["seed"]): r["test"] for r in rand}
+    diffs = [e["test"] - base[(e["task"], e["seed"])] for e in entries
+             if e.get("test") is not None and (e["task"], e["seed"]) in base]  # fmt: skip
+    if not diffs:
+        return "-"
+    above, below = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    return f"{100 * statistics.fmean(diffs):+.1f} ({above}-{below})"
+
+
 def format_table(rows: list[dict], controls: dict) -> str:
     """Variant x task: mean dev percentile of the selected sets (25 single-sentence task-seeds
     where controls exist), how often random picks reach that mean (p), share of separated
     searches, mean test of the selected sets."""
     head = ["variant", "searches", "separated", "dev pct (n)", "p vs random",
             *[t.upper() if t != "subj" else "Subj" for t in SINGLE], "test x100",
+            "test - subsets' mean (above-below)",
             "ablation pct", "pairs dev pct (n)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
     names = list(dict.fromkeys(r["variant"] for r in rows))
@@ -196,7 +210,7 @@ def format_table(rows: list[dict], controls: dict) -> str:
         mine = [r for r in rows if r["variant"] == name]
         single = [r for r in mine if r["task"] in SINGLE and r.get("dev_pct") is not None]
         pairs = [r for r in mine if r["task"] in PAIRS and r.get("dev_pct") is not None]
-        searches = [r for r in mine if "separated" in r]
+        searches = [r for r in mine if "separated" in r and r["task"] in SINGLE]
         sep = f"{100 * _mean([float(r['separated']) for r in searches]):.0f}%" if searches else ""
         per_task = [_fmt(_mean([r["dev_pct"] for r in single if r["task"] == t])) for t in SINGLE]
         cells = [
@@ -205,6 +219,7 @@ def format_table(rows: list[dict], controls: dict) -> str:
             "" if name == "ref: random K-subset" else _fmt_p(chance_p(single, controls)),
             *per_task,
             _fmt(_mean([r.get("test") for r in single]), 100),
+            "" if name == "ref: random K-subset" else _test_gain(single, rows),
             _fmt(_mean([r.get("ablation_pct") for r in single])),
             f"{_fmt(_mean([r['dev_pct'] for r in pairs]))} ({len(pairs)})",
         ]  # fmt: skip

@@ -170,7 +170,7 @@ def test_prompt_positions_beyond_max_positions():
 
 
 def test_parameter_table_counts_honestly():
-    model = _build("tiny-bert", "spt", head="classifier", input_prompt="static")
+    model = _build("tiny-bert", "spt", head="classifier", input_prompt="static", gate="soft")
     table = model.parameter_table()
     d, p, m = 32, 10, 64
     gen = d * m + m + m * d + d

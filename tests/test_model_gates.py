@@ -157,6 +157,20 @@ def test_hard_gates_make_the_search_model_the_retrain_model(input_prompt, gates,
         assert not torch.allclose(search(**_inputs(tok))["logits"], want)
 
 
+def test_lower_states_draw_no_stochastic_gates():
+    """The frozen blocks below the first gate hold no gate: computing their states (the
+    lower-state cache, filled at other steps in a resumed run) must not move the RNG."""
+    model, tok = _build("tiny-bert", "spt", gate="stochastic")
+    model.train()
+    assert model.cache_layer == 1
+    before = torch.get_rng_state()
+    enc = _inputs(tok)
+    model.lower_states(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    assert torch.equal(torch.get_rng_state(), before)
+    model(**_inputs(tok))  # a full forward does draw the gates
+    assert not torch.equal(torch.get_rng_state(), before)
+
+
 def test_spt_gate_and_weight_groups_are_disjoint_and_complete():
     model, tok = _build("tiny-bert", "spt")
     gates = {id(p) for p in model.gate_parameters()}

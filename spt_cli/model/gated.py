@@ -314,7 +314,11 @@ class GatedPromptModel(nn.Module):
             h = self._embed(input_ids, token_type_ids, mask, runner)
             start, has_prompt = 0, self.input_prompt is not None
         end = self.num_layers if stop is None else stop
-        gates = self.gates() if self.gates is not None and start < end else None
+        # Gates only when a gated layer runs: a stochastic draw for the frozen lower blocks
+        # alone (the lower-state cache) would shift the RNG stream, and a resumed run would
+        # then draw other gates than an uninterrupted one.
+        gated = self.gates is not None and any(start <= x < end for x in self.spec.layers)
+        gates = self.gates() if gated else None
         for layer in range(start, end):
             with self._grad(layer):
                 if str(layer) in self.generators:

@@ -37,7 +37,8 @@ SOFT = ["method.gate=soft", "search.anneal=false", "search.tau_end=1.0"]
 VARIANTS: dict[str, list[str]] = {
     # the search before this study: a static input prompt from block 0 under the gated layers
     "static": ["method.input_prompt=static", *SOFT],
-    # the same search without the input prompt: the retrain's model family
+    # the same search without the input prompt: the retrain's model family (the shipped
+    # default, chosen by this study)
     "none": [*FAMILY, *SOFT],
     "centred": [*FAMILY, *SOFT, "search.alpha_grad=centred"],
     "budget": [*FAMILY, *SOFT, "search.gate_shift=budget"],
@@ -47,7 +48,7 @@ VARIANTS: dict[str, list[str]] = {
     # heavy-tailed; MiniLM SST-2), so the steps have Adam's scale on average but follow the
     # gradient's size.
     "sgd": [*FAMILY, *SOFT, "search.alpha_optimizer=sgd"],
-    # the shipped default (conf/method/spt.yaml), chosen by this study
+    # stochastic gates, temperature annealed 1 -> 0.2
     "stochastic": [*FAMILY, "method.gate=stochastic", "search.anneal=true",
                    "search.tau_start=1.0", "search.tau_end=0.2"],  # fmt: skip
 }

@@ -330,10 +330,16 @@ def cmd_report(opts: argparse.Namespace) -> int:
     (out / "report.md").write_text(text)
     print(text)
     plot_percentiles(rows, out / "percentiles.png")
-    for case in opts.cases:  # variant:task:seed:title
-        variant, task, seed, title = case.split(":", 3)
-        run = find_run(variant, task, int(seed))
-        if run is not None:
+    for case in opts.cases:  # variant:task:seed:title, or a run directory:title
+        head, title = case.split(":", 1) if Path(case.split(":", 1)[0]).is_dir() else (None, "")
+        if head is not None:
+            run: Path | None = Path(head)
+        else:
+            variant, task, seed, title = case.split(":", 3)
+            run = find_run(variant, task, int(seed))
+        if run is None:
+            print(f"no run directory with metrics.jsonl for {case!r}", file=sys.stderr)
+        else:
             opts.found.append((title, run / "metrics.jsonl"))
     if opts.found:
         plot_trajectories(opts.found, out / "trajectories.png")
@@ -351,7 +357,7 @@ def main() -> int:
     p = sub.add_parser("report")
     p.add_argument("--out", default=str(REPO / "results" / "search_study"))
     p.add_argument("--case", dest="cases", action="append", default=[],
-                   help="VARIANT:TASK:SEED:TITLE, a search whose gates to plot")  # fmt: skip
+                   help="VARIANT:TASK:SEED:TITLE or RUN_DIR:TITLE: a search to plot")  # fmt: skip
     opts = parser.parse_args()
     opts.found = []
     return {"controls": cmd_controls, "run": cmd_run, "report": cmd_report}[opts.cmd](opts)

@@ -342,14 +342,13 @@ class GatedPromptModel(nn.Module):
         closed with no prompt below inserts nothing, (h, False): with hard 0/1 gates the search
         model is then exactly the retrain's spt_fixed model on the open layers."""
         p = self.spec.num_tokens
-        if gates is not None and not has_prompt:
-            assert self.gates is not None
-            if self.gates.closed(self.spec.layers.index(layer)):
-                return h, False
+        index = None if self.gates is None else self.spec.layers.index(layer)
+        if index is not None and not has_prompt and self.gates.closed(index):
+            return h, False
         hx = h[:, p:] if has_prompt else h
         new = self.generators[str(layer)](hx, text)
         if gates is not None:
-            a = gates[self.spec.layers.index(layer)].to(new.dtype)
+            a = gates[index].to(new.dtype)
             old = h[:, :p] if has_prompt else torch.zeros_like(new)
             if self.mix_observer is not None:
                 self.mix_observer(layer, a, new, old)

@@ -78,25 +78,13 @@ def cmd_grid(opts: argparse.Namespace) -> int:
     return code
 
 
-def _value_matches(config: dict, setting: str) -> bool:
-    """Whether the record's config holds ``key=value`` (numbers compared as numbers: Hydra
-    writes ``trainer.lr=1e-3`` back as ``0.001``)."""
-    key, _, want = setting.partition("=")
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    try:
-        return float(node) == float(want)
-    except (TypeError, ValueError):
-        return str(node) == want
-
-
 def _setting_of(record: dict, grid: list[list[str]]) -> int | None:
-    """Index of the grid setting a record was run with (read from its config)."""
+    """Index of the grid setting a record was run with, read from its config (its override
+    text is Hydra's rewrite: ``trainer.lr=1e-3`` comes back as ``0.001``)."""
+    from spt_cli.tables.select import holds
+
     for i, setting in enumerate(grid):
-        if all(_value_matches(record.get("config") or {}, item) for item in setting):
+        if all(holds(record.get("config"), item) for item in setting):
             return i
     return None
 

@@ -21,6 +21,7 @@ from spt_cli.tables import (
     to_paired_csv,
 )
 from spt_cli.tables.paired import reading
+from spt_cli.tables.select import holds
 
 SEEDS = (13, 21, 42)
 
@@ -235,3 +236,12 @@ def test_no_paired_table_without_spt(tmp_path: Path) -> None:
     table = build_table(collect_runs(tmp_path))
     assert compare(table.groups[0]) == []
     assert "paired over seeds" not in to_markdown(table)
+
+
+def test_holds_compares_config_values_as_settings() -> None:
+    config = {"trainer": {"lr": 0.001, "max_steps": 300}, "method": {"name": "lpt"}}
+    assert holds(config, "trainer.lr=1e-3") and holds(config, "trainer.lr=0.001")
+    assert holds(config, "trainer.max_steps=300") and holds(config, "method.name=lpt")
+    assert not holds(config, "trainer.lr=5e-3")
+    assert not holds(config, "trainer.backbone_lr=2e-5")  # not in the config
+    assert not holds(None, "trainer.lr=1e-3")

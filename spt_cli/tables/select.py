@@ -93,6 +93,13 @@ def _lookup(config: dict[str, Any] | None, key: str) -> tuple[bool, Any]:
     return True, node
 
 
+def holds(config: dict[str, Any] | None, setting: str) -> bool:
+    """Whether ``config`` has ``key=value`` (values compared as settings are: 1e-3 == 0.001)."""
+    key, _, value = setting.partition("=")
+    known, found = _lookup(config, key)
+    return known and _norm(found) == _norm(value)
+
+
 def assign_settings(records: Iterable[RunRecord]) -> None:
     """Set `setting` and `setting_order` of each record, per (model, shots, method, task) cell."""
     cells: dict[tuple[Any, ...], list[RunRecord]] = defaultdict(list)

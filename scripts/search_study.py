@@ -331,10 +331,9 @@ def cmd_report(opts: argparse.Namespace) -> int:
     print(text)
     plot_percentiles(rows, out / "percentiles.png")
     for case in opts.cases:  # variant:task:seed:title, or a run directory:title
-        head, title = case.split(":", 1) if Path(case.split(":", 1)[0]).is_dir() else (None, "")
-        if head is not None:
-            run: Path | None = Path(head)
-        else:
+        first, title = case.split(":", 1)
+        run: Path | None = Path(first)
+        if not run.is_dir():
             variant, task, seed, title = case.split(":", 3)
             run = find_run(variant, task, int(seed))
         if run is None:

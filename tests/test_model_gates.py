@@ -147,7 +147,8 @@ def test_hard_gates_make_the_search_model_the_retrain_model(input_prompt, gates,
                              input_prompt=input_prompt)  # fmt: skip
     missing, _ = fixed.load_state_dict(search.state_dict(), strict=False)
     assert missing == []
-    search.eval(), fixed.eval()
+    search.eval()
+    fixed.eval()
     search.override_gates(torch.tensor(gates))
     with torch.no_grad():
         want = fixed(**_inputs(tok))["logits"]

@@ -2,7 +2,8 @@
 
     python scripts/fewshot_table.py grid [METHOD ...]    # learning-rate grid, chosen on dev
     python scripts/fewshot_table.py choose               # results/fewshot/choices.json
-    python scripts/fewshot_table.py table [METHOD ...]   # chosen settings x tasks x seeds
+    python scripts/fewshot_table.py table [METHOD ...] [--seeds 13,21] [--tasks rte,mrpc]
+                                                         # chosen settings x tasks x seeds
     python scripts/fewshot_table.py report               # spt-run table -> results/fewshot/table
 
 Protocol (the same for every method): each method's learning rate (fine-tuning: backbone
@@ -64,9 +65,11 @@ def spt_run(args: list[str]) -> int:
     return subprocess.call(cmd, cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"})
 
 
-def _sweep(method: str, setting: list[str], tasks, seeds, records: Path) -> int:
+def sweep(method: str, setting: list[str], tasks, seeds, records: Path, common=COMMON) -> int:
+    """One ``spt-run -m`` over tasks x seeds for a method at one setting (resumable: what is
+    recorded is skipped)."""
     stage, fixed, _ = METHODS[method]
-    return spt_run([stage, *COMMON, *fixed, *setting, f"records={records}", "-m",
+    return spt_run([stage, *common, *fixed, *setting, f"records={records}", "-m",
                     f"dataset={','.join(tasks)}", f"seed={','.join(map(str, seeds))}"])  # fmt: skip
 
 
@@ -74,7 +77,7 @@ def cmd_grid(opts: argparse.Namespace) -> int:
     code = 0
     for method in opts.methods or list(METHODS):
         for setting in METHODS[method][2]:
-            code = _sweep(method, setting, GRID_TASKS, GRID_SEEDS, GRID) or code
+            code = sweep(method, setting, GRID_TASKS, GRID_SEEDS, GRID) or code
     return code
 
 
@@ -113,9 +116,12 @@ def choices() -> dict[str, dict]:
 
 
 def cmd_choose(opts: argparse.Namespace) -> int:
+    from spt_cli.files import write_json
+
     found = choices()
     TABLE.mkdir(parents=True, exist_ok=True)
-    (TABLE / "choices.json").write_text(json.dumps(found, indent=2) + "\n")
+    # Atomic: a second queue may be reading the file while this one chooses.
+    write_json(TABLE / "choices.json", found)
     for method, c in found.items():
         print(f"{method:>14}: {' '.join(c['setting'])}   (mean dev x100: {c['dev_mean']})")
     missing = [m for m in METHODS if m not in found]
@@ -131,14 +137,37 @@ def cmd_table(opts: argparse.Namespace) -> int:
         if method not in chosen:
             print(f"skip {method}: no choice yet (run grid and choose)")
             continue
-        code = _sweep(method, chosen[method]["setting"], TASKS, SEEDS, TABLE) or code
+        code = sweep(method, chosen[method]["setting"], opts.tasks, opts.seeds, TABLE) or code
     print(f"table commands: {time.time() - t0:.0f} s wall", flush=True)
     return code
 
 
+def machine_time(records: Path) -> str:
+    """Runs and summed run wall time of a folder of records, per method and in all."""
+    per: dict[str, list[float]] = {}
+    for path in records.glob("*/*/*.json"):
+        rec = json.loads(path.read_text())
+        per.setdefault(rec["method"], []).append(float(rec.get("wall_time_s") or 0.0))
+    lines = [f"{m:>14}: {len(v):4d} runs, {sum(v) / 60:7.1f} min (mean {statistics.fmean(v):.0f} s)"
+             for m, v in sorted(per.items())]  # fmt: skip
+    total = [t for v in per.values() for t in v]
+    lines.append(f"{'all':>14}: {len(total):4d} runs, {sum(total) / 3600:7.2f} h of run wall time")
+    return "\n".join(lines)
+
+
+def report(records: Path) -> int:
+    """``spt-run table`` over a folder of records, written to ``<records>/table``, and the
+    machine time the records took (``<records>/table/machine_time.txt``)."""
+    out = records / "table"
+    code = spt_run(["table", f"runs={records}", f"hydra.run.dir={out}", "logger=none"])
+    text = machine_time(records)
+    print(text)
+    (out / "machine_time.txt").write_text(text + "\n")
+    return code
+
+
 def cmd_report(opts: argparse.Namespace) -> int:
-    out = TABLE / "table"
-    return spt_run(["table", f"runs={TABLE}", f"hydra.run.dir={out}", "logger=none"])
+    return report(TABLE)
 
 
 def main() -> int:
@@ -147,6 +176,10 @@ def main() -> int:
     for name in ("grid", "table"):
         p = sub.add_parser(name)
         p.add_argument("methods", nargs="*", choices=list(METHODS))
+    # A table can grow a few seeds at a time (every method on seed 13 first, say), so that a
+    # session that ends early leaves whole columns rather than whole rows.
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=SEEDS)
+    p.add_argument("--tasks", type=lambda s: s.split(","), default=TASKS)
     sub.add_parser("choose")
     sub.add_parser("report")
     opts = parser.parse_args()

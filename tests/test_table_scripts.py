@@ -1,0 +1,65 @@
+"""scripts/fewshot_table.py: the per-method choice on dev and the machine-time summary.
+
+The choice decides which setting of every method goes into the paper table, so it is checked
+on hand-made records: best mean dev wins, an unfinished grid chooses nothing, test is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import fewshot_table  # noqa: E402
+
+
+def _record(root: Path, task: str, method: str, seed: int, lr: float, dev: float,
+            test: float = 0.5, wall: float = 10.0) -> None:  # fmt: skip
+    path = root / task / method / f"train-16shot-seed{seed}-{lr}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = {"task": task, "method": method, "seed": seed, "main_metric": "accuracy",
+           "dev": {"accuracy": dev}, "test": {"accuracy": test}, "wall_time_s": wall,
+           "config": {"trainer": {"lr": lr}}}  # fmt: skip
+    path.write_text(json.dumps(rec))
+
+
+def _fill(root: Path, method: str, dev_of_lr: dict[float, float], skip: int = 0) -> None:
+    cells = [(t, s) for t in fewshot_table.GRID_TASKS for s in fewshot_table.GRID_SEEDS]
+    for lr, dev in dev_of_lr.items():
+        for task, seed in cells[skip if lr == 0.02 else 0 :]:
+            # test is the reverse of dev: a choice that looked at test would pick another lr
+            _record(root, task, method, seed, lr, dev, test=1.0 - dev)
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch):
+    monkeypatch.setattr(fewshot_table, "GRID", tmp_path)
+    return tmp_path
+
+
+def test_choice_is_the_best_mean_dev_and_ignores_test(grid):
+    _fill(grid, "lpt", {0.001: 0.60, 0.005: 0.70, 0.02: 0.65})
+    found = fewshot_table.choices()
+    assert found["lpt"]["setting"] == ["trainer.lr=5e-3"]
+    assert found["lpt"]["dev_mean"] == {"trainer.lr=1e-3": 60.0, "trainer.lr=5e-3": 70.0,
+                                        "trainer.lr=2e-2": 65.0}  # fmt: skip
+
+
+def test_an_unfinished_grid_chooses_nothing(grid):
+    _fill(grid, "lpt", {0.001: 0.60, 0.005: 0.70, 0.02: 0.90}, skip=1)
+    assert "lpt" not in fewshot_table.choices()
+
+
+def test_machine_time_sums_run_wall_times_per_method(tmp_path):
+    _record(tmp_path, "sst2", "lpt", 13, 0.005, 0.7, wall=30.0)
+    _record(tmp_path, "mr", "lpt", 13, 0.005, 0.7, wall=90.0)
+    _record(tmp_path, "mr", "head_only", 13, 0.02, 0.6, wall=6.0)
+    text = fewshot_table.machine_time(tmp_path)
+    assert "lpt:    2 runs,     2.0 min (mean 60 s)" in text
+    assert "head_only:    1 runs,     0.1 min (mean 6 s)" in text
+    assert text.splitlines()[-1].strip().startswith("all:    3 runs,    0.04 h")

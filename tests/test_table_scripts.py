@@ -63,3 +63,12 @@ def test_machine_time_sums_run_wall_times_per_method(tmp_path):
     assert "lpt:    2 runs,     2.0 min (mean 60 s)" in text
     assert "head_only:    1 runs,     0.1 min (mean 6 s)" in text
     assert text.splitlines()[-1].strip().startswith("all:    3 runs,    0.04 h")
+
+
+def test_fulldata_script_parses_its_arguments():
+    import subprocess
+
+    cmd = [sys.executable, str(REPO / "scripts" / "fulldata_table.py"), "table", "--help"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--seeds" in proc.stdout and "spt" in proc.stdout

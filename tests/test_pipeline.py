@@ -53,6 +53,8 @@ def test_search_writes_every_output(search_run):
     assert res["selected_layers"] == sel["layers"] == res["prompt_layers"]
     assert 0.0 <= res["test"]["accuracy"] <= 1.0
     assert res["majority_baseline"]["test"]["accuracy"] == pytest.approx(146 / 277)
+    # RTE test: 146 of 277 are entailment (label 0), which is also 16-shot train's tie-break
+    assert res["majority_baseline"]["test_class"]["accuracy"] == pytest.approx(146 / 277)
     assert res["parameters"]["trainable"] > 0
     assert "torch" in res["versions"]
     assert "result: rte spt (seed 13)" in proc.stdout

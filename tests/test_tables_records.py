@@ -183,3 +183,31 @@ def test_run_table_over_a_records_folder(tmp_path: Path) -> None:
     assert {Path(f).name for f in summary["files"]} == {
         "table.md", "table.csv", "table.tex", "paired.csv",
     }  # fmt: skip
+
+
+def test_test_class_majority_row_from_the_records_that_have_it(tmp_path: Path) -> None:
+    from spt_cli.tables import to_latex
+
+    root = tmp_path / "fewshot"
+    # MRPC-like: train is balanced, so train's majority (the first label) scores low on a test
+    # set that is mostly the other class; the older record has no test-class baseline.
+    write_record(root, task="mrpc", method="lpt", seed=13, value=0.55, majority=0.158)
+    write_record(root, task="mrpc", method="lpt", seed=21, value=0.57, majority=0.158,
+                 majority_test=0.748)  # fmt: skip
+    write_record(root, task="rte", method="lpt", seed=13, value=0.50, majority=0.527)
+    table = build_table(collect_runs(root))
+    md = to_markdown(table)
+    assert "| Majority | – | 15.8 | 52.7 | 34.2 |" in md
+    assert "| Majority (test class) | – | 74.8 | – | 74.8 (1/2 tasks) |" in md
+    assert md.index("| Majority |") < md.index("| Majority (test class)") < md.index("| lpt")
+    assert "the test set's own majority class" in md
+    rows = [line.split(",") for line in to_csv(table).splitlines()]
+    assert [r[2:5] for r in rows if r[2] == "Majority (test class)"] == [
+        ["Majority (test class)", "mrpc", "accuracy"]
+    ]
+    assert "Majority (test class) & -- & 74.8 & -- & 74.8 (1/2 tasks) \\\\" in to_latex(table)
+
+
+def test_no_test_class_row_without_records_that_have_it(tmp_path: Path) -> None:
+    table = build_table(collect_runs(as_records(tmp_path / "results")))
+    assert "Majority (test class)" not in to_markdown(table)

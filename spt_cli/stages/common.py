@@ -139,14 +139,17 @@ def test_metrics(model, cfg: DictConfig, s: Setup, head: str, device) -> dict[st
 
 
 def majority(s: Setup) -> dict[str, dict[str, float]]:
-    """Majority-class baseline on dev and the first test split."""
+    """Majority-class baselines: train's majority class on dev and the first test split, and
+    (``test_class``) the test split's own majority class, LM-BFF's "Majority" row: a chance line
+    that looks at test labels, so a reference, never a method to choose."""
     from spt_cli.metrics import majority_baseline
 
     train_labels = [ex.label for ex in s.data.train]
-    first_test = next(iter(s.data.tests.values()))
+    test_labels = [ex.label for ex in next(iter(s.data.tests.values()))]
     return {
         "dev": majority_baseline(s.task, train_labels, [ex.label for ex in s.data.dev]),
-        "test": majority_baseline(s.task, train_labels, [ex.label for ex in first_test]),
+        "test": majority_baseline(s.task, train_labels, test_labels),
+        "test_class": majority_baseline(s.task, test_labels, test_labels),
     }
 
 

@@ -64,7 +64,8 @@ class GroupTable:
     metrics: dict[str, str]  # task -> main metric name
     cells: dict[tuple[str, str], Cell]  # (method, task) -> cell; absent = no completed run
     params: dict[str, float]  # method -> mean trainable parameter count
-    majority: dict[str, float]  # task -> mean majority-class baseline
+    majority: dict[str, float]  # task -> train's majority class, scored on test
+    majority_test: dict[str, float] = field(default_factory=dict)  # task -> test's own class
     failed: list[RunRecord] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     duplicates: list[RunRecord] = field(default_factory=list)
@@ -283,10 +284,15 @@ def _build_group(
             params[method] = statistics.fmean(counts)
 
     majority: dict[str, float] = {}
+    majority_test: dict[str, float] = {}
     for task in tasks:
         values = [r.majority for r in done if r.task == task and r.majority is not None]
         if values:
             majority[task] = statistics.fmean(values)
+        # Records written before this baseline existed lack it; any run of the task has it.
+        values = [r.majority_test for r in done if r.task == task and r.majority_test is not None]
+        if values:
+            majority_test[task] = statistics.fmean(values)
 
     return GroupTable(
         model=model,
@@ -297,6 +303,7 @@ def _build_group(
         cells=cells,
         params=params,
         majority=majority,
+        majority_test=majority_test,
         failed=sorted(failed, key=_table_order),
         missing=missing,
         duplicates=sorted(duplicates, key=_table_order),

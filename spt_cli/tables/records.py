@@ -39,7 +39,8 @@ class RunRecord:
     reason: str | None = None  # why a non-completed run failed, one line
     main_metric: str | None = None
     test: float | None = None  # main metric on the test split, unscaled
-    majority: float | None = None  # majority-class baseline, same metric and split
+    majority: float | None = None  # train's majority class on test, same metric
+    majority_test: float | None = None  # test's own majority class (LM-BFF's Majority row)
     trainable: int | None = None
     selected_layers: list[int] | None = None
     gate_probs: dict[int, float] | None = None
@@ -199,6 +200,7 @@ def _from_results(
     majority = data.get("majority_baseline")
     if isinstance(majority, dict):
         rec.majority = _metric(majority.get("test"), rec.main_metric)
+        rec.majority_test = _metric(majority.get("test_class"), rec.main_metric)
     params = data.get("parameters")
     if isinstance(params, dict):
         rec.trainable = _as_int(params.get("trainable"))

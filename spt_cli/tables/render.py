@@ -38,7 +38,8 @@ TASK_LABELS = {
     "multirc": "MultiRC",
     "record": "ReCoRD",
 }
-MAJORITY = "Majority"
+MAJORITY = "Majority"  # train's majority class (ties: the first label), scored on test
+MAJORITY_TEST = "Majority (test class)"  # test's own majority class: LM-BFF's Majority row
 MISSING_CELL = "–"
 
 
@@ -80,23 +81,30 @@ def _avg_text(table: GroupTable, method: str) -> str:
     return text
 
 
-def _majority_avg(table: GroupTable) -> str:
-    if not table.majority:
+def _references(table: GroupTable) -> list[tuple[str, dict[str, float]]]:
+    """The reference rows above the methods: train's majority class always, the test class's
+    when any record has it."""
+    rows = [(MAJORITY, table.majority)]
+    if table.majority_test:
+        rows.append((MAJORITY_TEST, table.majority_test))
+    return rows
+
+
+def _reference_avg(table: GroupTable, values: dict[str, float]) -> str:
+    if not values:
         return MISSING_CELL
-    text = f"{100 * statistics.fmean(table.majority.values()):.1f}"
-    if len(table.majority) < len(table.tasks):
-        text += f" ({len(table.majority)}/{len(table.tasks)} tasks)"
+    text = f"{100 * statistics.fmean(values.values()):.1f}"
+    if len(values) < len(table.tasks):
+        text += f" ({len(values)}/{len(table.tasks)} tasks)"
     return text
 
 
 def _rows(table: GroupTable) -> list[list[str]]:
     """Header plus body rows as text, shared by the markdown writer."""
     rows = [["Method", "Params", *map(task_label, table.tasks), "Avg"]]
-    majority = [
-        f"{100 * table.majority[t]:.1f}" if t in table.majority else MISSING_CELL
-        for t in table.tasks
-    ]
-    rows.append([MAJORITY, MISSING_CELL, *majority, _majority_avg(table)])
+    for label, values in _references(table):
+        cells = [f"{100 * values[t]:.1f}" if t in values else MISSING_CELL for t in table.tasks]
+        rows.append([label, MISSING_CELL, *cells, _reference_avg(table, values)])
     for method in table.methods:
         cells = [_cell_text(table.cells.get((method, t))) for t in table.tasks]
         rows.append(
@@ -161,6 +169,12 @@ def _notes(table: GroupTable) -> list[str]:
             f"{task_label(t)} {table.metrics[t]}" for t in table.tasks if t in table.metrics
         )
         lines.append(f"Main metric (test, x100; mean ± sample std over seeds): {metrics}.")
+    if table.majority_test:
+        lines.append(
+            f"{MAJORITY}: always train's majority class (ties: the first label), scored on test; "
+            f"{MAJORITY_TEST}: always the test set's own majority class (a chance line that "
+            "reads test labels)."
+        )
     if any(c.n < c.expected for c in table.cells.values()):
         lines.append("(n/N): averaged over n of the N seeds run for that task; see below.")
     lines += _choice_notes(table)
@@ -269,12 +283,13 @@ def to_csv(result: Table) -> str:
 
     for table in result.groups:
         base = [table.model or "", "" if table.shots is None else table.shots]
-        for task in table.tasks:
-            if task in table.majority:
-                writer.writerow(
-                    [*base, MAJORITY, task, table.metrics.get(task, ""),
-                     num(table.majority[task]), "", "", "", "", "", ""]
-                )  # fmt: skip
+        for label, values in _references(table):
+            for task in table.tasks:
+                if task in values:
+                    writer.writerow(
+                        [*base, label, task, table.metrics.get(task, ""),
+                         num(values[task]), "", "", "", "", "", ""]
+                    )  # fmt: skip
         chosen = {(c.method, c.task): c.chosen for c in table.choices}
         for method in table.methods:
             params = num(table.params.get(method))
@@ -339,11 +354,11 @@ def to_latex(result: Table) -> str:
         out.write("\\begin{tabular}{l r " + "c" * (len(table.tasks) + 1) + "}\n\\toprule\n")
         header = ["Method", "Params", *map(task_label, table.tasks), "Avg"]
         out.write(" & ".join(_tex(h) for h in header) + " \\\\\n\\midrule\n")
-        majority = [
-            f"{100 * table.majority[t]:.1f}" if t in table.majority else "--" for t in table.tasks
-        ]
-        out.write(" & ".join([MAJORITY, "--", *majority, _tex(_majority_avg(table))]))
-        out.write(" \\\\\n\\midrule\n")
+        for label, values in _references(table):
+            cells = [f"{100 * values[t]:.1f}" if t in values else "--" for t in table.tasks]
+            out.write(" & ".join([_tex(label), "--", *cells, _tex(_reference_avg(table, values))]))
+            out.write(" \\\\\n")
+        out.write("\\midrule\n")
         for method in table.methods:
             row = [
                 _tex(method),

@@ -72,3 +72,9 @@ def test_fulldata_script_parses_its_arguments():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--seeds" in proc.stdout and "spt" in proc.stdout
+
+
+def test_choices_markdown_marks_the_chosen_setting(grid):
+    _fill(grid, "lpt", {0.001: 0.60, 0.005: 0.70, 0.02: 0.65})
+    md = fewshot_table.choices_markdown(fewshot_table.choices())
+    assert "| lpt | trainer.lr=1e-3: 60.0; **trainer.lr=5e-3: 70.0**; trainer.lr=2e-2: 65.0 |" in md

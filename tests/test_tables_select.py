@@ -202,9 +202,9 @@ def test_paired_table_markdown_and_csv(tmp_path: Path) -> None:
     table = build_table(collect_runs(tmp_path))
     md = to_markdown(table)
     assert "#### SPT vs baselines (paired over seeds)" in md
-    assert "| spt - baseline | SST-2 | RTE |" in md
-    assert "| spt - head_only | -10.0 (0-0-1, p=1) | – |" in md
-    assert "| spt - lpt | – | +1.0 (3-1-1, p=0.625) |" in md
+    assert "| spt - baseline | SST-2 | RTE | All |" in md
+    assert "| spt - head_only | -10.0 (0-0-1, p=1) | – | -10.0 (0-0-1, p=1) |" in md
+    assert "| spt - lpt | – | +1.0 (3-1-1, p=0.625) | +1.0 (3-1-1, p=0.625) |" in md
     assert (
         "With 5 seeds the smallest possible two-sided sign-test p is 0.0625 (5-0-0), so no "
         "single cell can reach 0.05"
@@ -220,6 +220,31 @@ def test_paired_table_markdown_and_csv(tmp_path: Path) -> None:
     summary = run_table(table_cfg(str(tmp_path)), tmp_path / "out")
     assert "paired.csv" in [Path(f).name for f in summary["files"]]
     assert "SPT vs baselines" in (tmp_path / "out" / "table.tex").read_text()
+
+
+def test_pooled_column_takes_every_task_seed_pair_of_a_row(tmp_path: Path) -> None:
+    from spt_cli.tables.paired import pooled
+
+    five_seed_runs(tmp_path)
+    for seed, diff in zip(SEEDS5, (2, 1, 1, 4, 2)):  # sst2: five wins more for spt over lpt
+        write_record(tmp_path, task="sst2", method="lpt", seed=seed, value=0.60)
+        if seed != 13:
+            write_record(tmp_path, task="sst2", method="spt", seed=seed,
+                         value=0.60 + diff / 100, stage="retrain")  # fmt: skip
+    table = build_table(collect_runs(tmp_path))
+    rows = {p.baseline: p for p in pooled(compare(table.groups[0]))}
+    lpt = rows["lpt"]  # sst2: 13 (+10) 21 42 87 100 (+1 +1 +4 +2); rte: +1 +2 -1 +3 0
+    assert lpt.task == "all" and len(lpt.diffs) == 10
+    assert (lpt.wins, lpt.ties, lpt.losses) == (8, 1, 1)
+    assert lpt.mean == pytest.approx(0.023)
+    assert lpt.p == pytest.approx(sign_test(8, 1))  # 2 * 10 / 512
+    md = to_markdown(table)
+    row = "| spt - lpt | +3.6 (5-0-0, p=0.0625) | +1.0 (3-1-1, p=0.625) | +2.3 (8-1-1, p=0.0391) |"
+    assert row in md
+    assert "All: every task-seed pair of the row pooled" in md
+    csv_rows = list(csv.DictReader(io.StringIO(to_paired_csv(table))))
+    pooled_lpt = next(r for r in csv_rows if (r["baseline"], r["task"]) == ("lpt", "all"))
+    assert (pooled_lpt["n"], pooled_lpt["wins"], pooled_lpt["losses"]) == ("10", "8", "1")
 
 
 def test_reading_with_more_seeds() -> None:

@@ -19,6 +19,7 @@ from spt_cli.tables.aggregate import GroupTable, Table
 TARGET = "spt"
 TIE = 1e-12  # equal up to float noise: the same number of correct test examples
 TITLE = f"{TARGET.upper()} vs baselines (paired over seeds)"
+ALL = "all"  # the pooled column: every task-seed pair of one baseline
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -79,6 +80,17 @@ def compare(table: GroupTable, target: str = TARGET) -> list[Paired]:
     return out
 
 
+def pooled(pairs: list[Paired]) -> list[Paired]:
+    """Per baseline, every task-seed pair of `pairs` as one sample (task ``ALL``): with a few
+    seeds no single cell can be significant, but a row's pairs together can."""
+    out: list[Paired] = []
+    for baseline in dict.fromkeys(p.baseline for p in pairs):
+        mine = [p for p in pairs if p.baseline == baseline]
+        out.append(Paired(baseline, ALL, [s for p in mine for s in p.seeds],
+                          [d for p in mine for d in p.diffs]))  # fmt: skip
+    return out
+
+
 def format_p(p: float) -> str:
     """Three significant digits: 0.625, 0.0625, 1 (sign-test p-values are short fractions)."""
     return f"{p:.3g}"
@@ -114,6 +126,9 @@ def notes(table: GroupTable) -> list[str]:
         f"seeds both have; {TARGET}'s wins-ties-losses; p: two-sided exact sign test, ties "
         "dropped.",
         reading(pairs),
+        f"{ALL.capitalize()}: every task-seed pair of the row pooled (mean of the pairs, "
+        "wins-ties-losses, sign test); tasks where no method leaves chance add pairs that are "
+        "noise, which pulls p towards 1.",
     ]
 
 
@@ -129,10 +144,11 @@ def to_paired_csv(result: Table) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(PAIRED_FIELDS)
     for table in result.groups:
-        for pair in compare(table):
+        pairs = compare(table)
+        for pair in pairs + pooled(pairs):
             writer.writerow(
                 [table.model or "", "" if table.shots is None else table.shots, pair.task,
-                 table.metrics.get(pair.task, ""), TARGET, pair.baseline, len(pair.seeds),
+                 table.metrics.get(pair.task, "main"), TARGET, pair.baseline, len(pair.seeds),
                  " ".join(map(str, pair.seeds)), repr(pair.mean), pair.wins, pair.ties,
                  pair.losses, repr(pair.p), " ".join(repr(d) for d in pair.diffs)]
             )  # fmt: skip

@@ -216,14 +216,17 @@ def paired_grid(table: GroupTable) -> tuple[list[str], list[list[str]]] | None:
     by = {(p.baseline, p.task): p for p in pairs}
     baselines = [m for m in table.methods if any(p.baseline == m for p in pairs)]
     tasks = [t for t in table.tasks if any(p.task == t for p in pairs)]
+    every = {p.baseline: p for p in paired.pooled(pairs)}
     rows = [
         [
             f"{paired.TARGET} - {b}",
             *(paired.cell_text(by[(b, t)]) if (b, t) in by else MISSING_CELL for t in tasks),
+            paired.cell_text(every[b]),
         ]
         for b in baselines
     ]
-    return [f"{paired.TARGET} - baseline", *map(task_label, tasks)], rows
+    header = [f"{paired.TARGET} - baseline", *map(task_label, tasks), paired.ALL.capitalize()]
+    return header, rows
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:

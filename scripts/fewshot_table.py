@@ -4,7 +4,7 @@
     python scripts/fewshot_table.py choose               # results/fewshot/choices.json
     python scripts/fewshot_table.py table [METHOD ...] [--seeds 13,21] [--tasks rte,mrpc]
                                                          # chosen settings x tasks x seeds
-    python scripts/fewshot_table.py report               # spt-run table -> results/fewshot/table
+    python scripts/fewshot_table.py report [--seeds 13,21]  # spt-run table -> results/fewshot/table
 
 Protocol (the same for every method): each method's learning rate (fine-tuning: backbone
 learning rate and steps) is chosen from a small grid on the mean dev accuracy over the five
@@ -167,11 +167,12 @@ def choices_markdown(found: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def report(records: Path) -> int:
-    """``spt-run table`` over a folder of records, written to ``<records>/table``, and the
-    machine time the records took (``<records>/table/machine_time.txt``)."""
+def report(records: Path, seeds: list[int] | None = None) -> int:
+    """``spt-run table`` over a folder of records (only `seeds` when given), written to
+    ``<records>/table``, and the machine time the records took (``machine_time.txt``)."""
     out = records / "table"
-    code = spt_run(["table", f"runs={records}", f"hydra.run.dir={out}", "logger=none"])
+    only = [f"table.seeds=[{','.join(map(str, seeds))}]"] if seeds else []
+    code = spt_run(["table", f"runs={records}", f"hydra.run.dir={out}", "logger=none", *only])
     text = machine_time(records)
     print(text)
     (out / "machine_time.txt").write_text(text + "\n")
@@ -179,7 +180,7 @@ def report(records: Path) -> int:
 
 
 def cmd_report(opts: argparse.Namespace) -> int:
-    code = report(TABLE)
+    code = report(TABLE, opts.seeds)
     grid = choices_markdown(json.loads((TABLE / "choices.json").read_text()))
     print(grid)
     (TABLE / "table" / "grid.md").write_text(grid + "\n")
@@ -197,7 +198,9 @@ def main() -> int:
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=SEEDS)
     p.add_argument("--tasks", type=lambda s: s.split(","), default=TASKS)
     sub.add_parser("choose")
-    sub.add_parser("report")
+    # --seeds: the table at the seeds every method has finished, while it is still growing
+    p = sub.add_parser("report")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
     opts = parser.parse_args()
     return {"grid": cmd_grid, "choose": cmd_choose, "table": cmd_table,
             "report": cmd_report}[opts.cmd](opts)  # fmt: skip

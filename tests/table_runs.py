@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 def table_cfg(runs, select: str = "dev"):
     """What run_table reads of the composed config (conf/config.yaml: runs, table.select)."""
-    return OmegaConf.create({"runs": runs, "table": {"select": select}})
+    return OmegaConf.create({"runs": runs, "table": {"select": select, "seeds": None}})
 
 
 def results_data(

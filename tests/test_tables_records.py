@@ -211,3 +211,23 @@ def test_test_class_majority_row_from_the_records_that_have_it(tmp_path: Path) -
 def test_no_test_class_row_without_records_that_have_it(tmp_path: Path) -> None:
     table = build_table(collect_runs(as_records(tmp_path / "results")))
     assert "Majority (test class)" not in to_markdown(table)
+
+
+def test_table_seeds_keeps_only_those_seeds(tmp_path: Path, capsys) -> None:
+    import pytest
+
+    from spt_cli.errors import ConfigError
+
+    root = as_records(tmp_path / "results")
+    cfg = table_cfg(str(root))
+    cfg.table.seeds = [13, 21]
+    run_table(cfg, tmp_path / "out")
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| prompt_tuning | 1.00K | 81.0 ± 1.4 | 61.0 ± 1.4 | 71.0 |" in md  # seeds 13, 21
+    assert "left out 3 run(s) of other seeds" in capsys.readouterr().err
+    cfg.table.seeds = [7]
+    with pytest.raises(ConfigError, match=r"table.seeds=\[7\]: no run of these seeds"):
+        run_table(cfg, tmp_path / "out2")
+    cfg.table.seeds = ["x"]
+    with pytest.raises(ConfigError, match="give a list of integers"):
+        run_table(cfg, tmp_path / "out3")

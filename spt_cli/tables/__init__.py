@@ -17,10 +17,11 @@ markdown / CSV / LaTeX, `figure` draws `layers.png`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from spt_cli.errors import ConfigError
 from spt_cli.files import write_text
@@ -81,6 +82,25 @@ def write_outputs(result: Table, out_dir: Path) -> list[Path]:
     return files
 
 
+def _of_seeds(records: list[RunRecord], seeds: Any) -> list[RunRecord]:
+    """The records of `table.seeds` (all when null); says how many it left out."""
+    if seeds is None:
+        return records
+    try:
+        wanted = {int(s) for s in (seeds if isinstance(seeds, ListConfig | list) else [seeds])}
+    except (TypeError, ValueError):
+        raise ConfigError(f"table.seeds={seeds!r}: give a list of integers, e.g. "
+                          "table.seeds=[13,21]") from None  # fmt: skip
+    kept = [r for r in records if r.seed in wanted]
+    if not kept:
+        raise ConfigError(f"table.seeds={sorted(wanted)}: no run of these seeds; drop the key "
+                          "to see every seed")  # fmt: skip
+    if len(kept) < len(records):
+        print(f"table: table.seeds={sorted(wanted)}: left out {len(records) - len(kept)} "
+              "run(s) of other seeds", file=sys.stderr)  # fmt: skip
+    return kept
+
+
 def run_table(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """`spt-run table runs=<folder or glob>`: aggregate, print markdown, write files."""
     runs = cfg.runs  # conf/config.yaml defaults it to null
@@ -100,6 +120,7 @@ def run_table(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             f"{', '.join(patterns)}; pass the multirun directory (outputs/multirun/STAGE/DATE), "
             "a records folder or a quoted glob"
         )
+    records = _of_seeds(records, cfg.table.seeds)
     result = build_table(records, select)
     files = write_outputs(result, Path(out_dir))
     print(to_markdown(result), end="")

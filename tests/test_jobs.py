@@ -77,3 +77,13 @@ def test_killed_sweep_continues_from_its_checkpoint(tmp_path):
     assert (killed / "results.json").exists()  # finished in its old directory
     assert len(_results(tmp_path)) == 2
 
+
+
+def test_a_record_keeps_the_commit_that_ran_it():
+    from spt_cli.jobs import code_commit, make_record
+
+    results = {"task": "rte", "status": "completed", "versions": {"commit": "0123456789ab"}}
+    # carried later (a skipped job's record in a table sweep): still the run's commit
+    assert make_record(results, "fp", [])["commit"] == "0123456789ab"
+    # results written before runs noted their commit: the code's commit now
+    assert make_record({"task": "rte"}, "fp", [])["commit"] == code_commit()

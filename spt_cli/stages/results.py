@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
 from spt_cli.files import write_json
+from spt_cli.jobs import code_commit
 from spt_cli.stages.common import Setup, majority
 
 
@@ -31,8 +32,8 @@ class Fit:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def versions() -> dict[str, str]:
-    """Package versions recorded in every results.json."""
+def versions() -> dict[str, str | None]:
+    """Package versions recorded in every results.json, and the code's git commit."""
     import datasets
     import transformers
 
@@ -40,6 +41,7 @@ def versions() -> dict[str, str]:
 
     return {
         "spt_cli": spt_cli.__version__,
+        "commit": code_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,16 +283,15 @@ def _build_group(
         if counts:
             params[method] = statistics.fmean(counts)
 
-    majority: dict[str, float] = {}
-    majority_test: dict[str, float] = {}
-    for task in tasks:
-        values = [r.majority for r in done if r.task == task and r.majority is not None]
-        if values:
-            majority[task] = statistics.fmean(values)
-        # Records written before this baseline existed lack it; any run of the task has it.
-        values = [r.majority_test for r in done if r.task == task and r.majority_test is not None]
-        if values:
-            majority_test[task] = statistics.fmean(values)
+    def per_task(value: Callable[[RunRecord], float | None]) -> dict[str, float]:
+        """Task -> mean of a reference baseline over the runs that have it (records written
+        before the test-class baseline existed lack that one; any run of the task has it)."""
+        out = {}
+        for task in tasks:
+            values = [v for r in done if r.task == task and (v := value(r)) is not None]
+            if values:
+                out[task] = statistics.fmean(values)
+        return out
 
     return GroupTable(
         model=model,
@@ -302,8 +301,8 @@ def _build_group(
         metrics=metrics,
         cells=cells,
         params=params,
-        majority=majority,
-        majority_test=majority_test,
+        majority=per_task(lambda r: r.majority),
+        majority_test=per_task(lambda r: r.majority_test),
         failed=sorted(failed, key=_table_order),
         missing=missing,
         duplicates=sorted(duplicates, key=_table_order),

@@ -148,7 +148,7 @@ def to_paired_csv(result: Table) -> str:
         for pair in pairs + pooled(pairs):
             writer.writerow(
                 [table.model or "", "" if table.shots is None else table.shots, pair.task,
-                 table.metrics.get(pair.task, "main"), TARGET, pair.baseline, len(pair.seeds),
+                 table.metrics.get(pair.task, ""), TARGET, pair.baseline, len(pair.seeds),
                  " ".join(map(str, pair.seeds)), repr(pair.mean), pair.wins, pair.ties,
                  pair.losses, repr(pair.p), " ".join(repr(d) for d in pair.diffs)]
             )  # fmt: skip

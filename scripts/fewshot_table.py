@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from spt_cli.files import write_json, write_text
+
 REPO = Path(__file__).resolve().parents[1]
 GRID_TASKS = ("sst2", "mr", "mpqa", "subj", "trec")
 # QQP: the data mirror has no labelled test file for it (LM-BFF's k-shot QQP has train/dev only).
@@ -116,8 +118,6 @@ def choices() -> dict[str, dict]:
 
 
 def cmd_choose(opts: argparse.Namespace) -> int:
-    from spt_cli.files import write_json
-
     found = choices()
     TABLE.mkdir(parents=True, exist_ok=True)
     # Atomic: a second queue may be reading the file while this one chooses.
@@ -130,16 +130,26 @@ def cmd_choose(opts: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_table(opts: argparse.Namespace) -> int:
+def run_chosen(methods, tasks, seeds, records: Path, common=COMMON) -> int:
+    """Every method at its grid choice (results/fewshot/choices.json) over tasks x seeds."""
     chosen = json.loads((TABLE / "choices.json").read_text())
     code, t0 = 0, time.time()
-    for method in opts.methods or list(METHODS):
+    for method in methods:
         if method not in chosen:
-            print(f"skip {method}: no choice yet (run grid and choose)")
+            print(f"skip {method}: the grid has chosen no setting for it yet (grid, choose)")
             continue
-        code = sweep(method, chosen[method]["setting"], opts.tasks, opts.seeds, TABLE) or code
+        code = sweep(method, chosen[method]["setting"], tasks, seeds, records, common) or code
     print(f"table commands: {time.time() - t0:.0f} s wall", flush=True)
     return code
+
+
+def cmd_table(opts: argparse.Namespace) -> int:
+    return run_chosen(opts.methods or list(METHODS), opts.tasks, opts.seeds, TABLE)
+
+
+def seed_list(text: str) -> list[int]:
+    """``13,21`` -> [13, 21] (a command-line option)."""
+    return [int(x) for x in text.split(",")]
 
 
 def machine_time(records: Path) -> str:
@@ -175,7 +185,7 @@ def report(records: Path, seeds: list[int] | None = None) -> int:
     code = spt_run(["table", f"runs={records}", f"hydra.run.dir={out}", "logger=none", *only])
     text = machine_time(records)
     print(text)
-    (out / "machine_time.txt").write_text(text + "\n")
+    write_text(out / "machine_time.txt", text + "\n")
     return code
 
 
@@ -183,24 +193,24 @@ def cmd_report(opts: argparse.Namespace) -> int:
     code = report(TABLE, opts.seeds)
     grid = choices_markdown(json.loads((TABLE / "choices.json").read_text()))
     print(grid)
-    (TABLE / "table" / "grid.md").write_text(grid + "\n")
+    write_text(TABLE / "table" / "grid.md", grid + "\n")
     return code
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("grid", "table"):
-        p = sub.add_parser(name)
-        p.add_argument("methods", nargs="*", choices=list(METHODS))
+    sub.add_parser("grid").add_argument("methods", nargs="*", choices=list(METHODS))
+    p = sub.add_parser("table")
+    p.add_argument("methods", nargs="*", choices=list(METHODS))
     # A table can grow a few seeds at a time (every method on seed 13 first, say), so that a
     # session that ends early leaves whole columns rather than whole rows.
-    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=SEEDS)
+    p.add_argument("--seeds", type=seed_list, default=SEEDS)
     p.add_argument("--tasks", type=lambda s: s.split(","), default=TASKS)
     sub.add_parser("choose")
     # --seeds: the table at the seeds every method has finished, while it is still growing
     p = sub.add_parser("report")
-    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    p.add_argument("--seeds", type=seed_list, default=None)
     opts = parser.parse_args()
     return {"grid": cmd_grid, "choose": cmd_choose, "table": cmd_table,
             "report": cmd_report}[opts.cmd](opts)  # fmt: skip

@@ -20,11 +20,9 @@ Records go to results/fulldata/ (one JSON per run, committed); rerunning skips w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 
-from fewshot_table import REPO, TABLE, report, sweep
+from fewshot_table import REPO, report, run_chosen, seed_list
 
 FULL = REPO / "results" / "fulldata"
 TASKS = ("sst2", "mr", "mpqa", "subj", "trec", "mrpc", "rte", "cr")
@@ -34,29 +32,18 @@ COMMON = ["experiment=cpu_fulldata", "logger=none", "trainer.num_threads=1",
           "lower_cache_dir=outputs/lower_states"]  # fmt: skip
 
 
-def cmd_table(opts: argparse.Namespace) -> int:
-    chosen = json.loads((TABLE / "choices.json").read_text())
-    code, t0 = 0, time.time()
-    for method in opts.methods or METHODS:
-        if method not in chosen:
-            print(f"skip {method}: the few-shot grid has chosen no setting for it yet")
-            continue
-        setting = chosen[method]["setting"]
-        code = sweep(method, setting, opts.tasks, opts.seeds, FULL, common=COMMON) or code
-    print(f"table commands: {time.time() - t0:.0f} s wall", flush=True)
-    return code
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("table")
     p.add_argument("methods", nargs="*", choices=METHODS)
-    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[13])
+    p.add_argument("--seeds", type=seed_list, default=[13])
     p.add_argument("--tasks", type=lambda s: s.split(","), default=TASKS)
     sub.add_parser("report")
     opts = parser.parse_args()
-    return cmd_table(opts) if opts.cmd == "table" else report(FULL)
+    if opts.cmd == "report":
+        return report(FULL)
+    return run_chosen(opts.methods or METHODS, opts.tasks, opts.seeds, FULL, common=COMMON)
 
 
 if __name__ == "__main__":

@@ -49,11 +49,20 @@ METHODS: dict[str, tuple[str, list[str], list[list[str]]]] = {
     "ptuning_v2": ("train", ["method=ptuning_v2"], [[lr] for lr in LRS]),
     "lpt": ("train", ["method=lpt"], [[lr] for lr in LRS]),
     # A new random set of K = 2 blocks per seed (SPT's budget).
-    "random_layers": ("train", ["method=random_layers", "method.layer_seed=${seed}"],
-                      [[lr] for lr in LRS]),  # fmt: skip
-    "finetune": ("train", ["method=finetune"],
-                 [[f"trainer.backbone_lr={blr}", f"trainer.max_steps={steps}"]
-                  for blr in ("2e-5", "1e-4") for steps in (100, 300)]),  # fmt: skip
+    "random_layers": (
+        "train",
+        ["method=random_layers", "method.layer_seed=${seed}"],
+        [[lr] for lr in LRS],
+    ),  # fmt: skip
+    "finetune": (
+        "train",
+        ["method=finetune"],
+        [
+            [f"trainer.backbone_lr={blr}", f"trainer.max_steps={steps}"]
+            for blr in ("2e-5", "1e-4")
+            for steps in (100, 300)
+        ],
+    ),  # fmt: skip
     # SPT: search + retrain with the search defaults chosen in docs/search.md.
     "spt": ("search", ["method=spt"], [[lr] for lr in LRS]),
 }

@@ -49,8 +49,13 @@ VARIANTS: dict[str, list[str]] = {
     # gradient's size.
     "sgd": [*FAMILY, *SOFT, "search.alpha_optimizer=sgd"],
     # stochastic gates, temperature annealed 1 -> 0.2
-    "stochastic": [*FAMILY, "method.gate=stochastic", "search.anneal=true",
-                   "search.tau_start=1.0", "search.tau_end=0.2"],  # fmt: skip
+    "stochastic": [
+        *FAMILY,
+        "method.gate=stochastic",
+        "search.anneal=true",
+        "search.tau_start=1.0",
+        "search.tau_end=0.2",
+    ],  # fmt: skip
 }
 MAX_SUBSETS = 20  # controls.max_subsets of conf/config.yaml
 RECORDS = REPO / "results" / "search_study"

@@ -78,7 +78,6 @@ def test_killed_sweep_continues_from_its_checkpoint(tmp_path):
     assert len(_results(tmp_path)) == 2
 
 
-
 def test_a_record_keeps_the_commit_that_ran_it():
     from spt_cli.jobs import code_commit, make_record
 

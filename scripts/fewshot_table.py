@@ -53,7 +53,7 @@ METHODS: dict[str, tuple[str, list[str], list[list[str]]]] = {
         "train",
         ["method=random_layers", "method.layer_seed=${seed}"],
         [[lr] for lr in LRS],
-    ),  # fmt: skip
+    ),
     "finetune": (
         "train",
         ["method=finetune"],
@@ -62,7 +62,7 @@ METHODS: dict[str, tuple[str, list[str], list[list[str]]]] = {
             for blr in ("2e-5", "1e-4")
             for steps in (100, 300)
         ],
-    ),  # fmt: skip
+    ),
     # SPT: search + retrain with the search defaults chosen in docs/search.md.
     "spt": ("search", ["method=spt"], [[lr] for lr in LRS]),
 }

@@ -55,7 +55,7 @@ VARIANTS: dict[str, list[str]] = {
         "search.anneal=true",
         "search.tau_start=1.0",
         "search.tau_end=0.2",
-    ],  # fmt: skip
+    ],
 }
 MAX_SUBSETS = 20  # controls.max_subsets of conf/config.yaml
 RECORDS = REPO / "results" / "search_study"

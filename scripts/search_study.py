@@ -30,32 +30,9 @@ COMMON = ["experiment=cpu_fewshot", "logger=none", "trainer.num_threads=1"]
 # The retrain family every variant is measured against: no input prompt, nothing below the
 # first selected block (spt_fixed).
 FAMILY = ["method.input_prompt=none"]
-# Soft gates, no annealing: the plain DARTS mixture the remedies start from (spelled out, so the
-# variants stay what they were when the defaults change).
-SOFT = ["method.gate=soft", "search.anneal=false", "search.tau_end=1.0"]
-VARIANTS: dict[str, list[str]] = {
-    # the search before this study: a static input prompt from block 0 under the gated layers
-    "static": ["method.input_prompt=static", *SOFT],
-    # the same search without the input prompt: the retrain's model family (the shipped
-    # default, chosen by this study)
-    "none": [*FAMILY, *SOFT],
-    "centred": [*FAMILY, *SOFT, "search.alpha_grad=centred"],
-    "budget": [*FAMILY, *SOFT, "search.gate_shift=budget"],
-    "ablation": [*FAMILY, *SOFT, "search.select=ablation"],
-    "wstop": [*FAMILY, *SOFT, "search.weight_stop_loss=0.01"],
-    # SGD at Adam's learning rate: the mean |gradient| of alpha is about 0.9 (median 0.17,
-    # heavy-tailed; MiniLM SST-2), so the steps have Adam's scale on average but follow the
-    # gradient's size.
-    "sgd": [*FAMILY, *SOFT, "search.alpha_optimizer=sgd"],
-    # stochastic gates, temperature annealed 1 -> 0.2
-    "stochastic": [
-        *FAMILY,
-        "method.gate=stochastic",
-        "search.anneal=true",
-        "search.tau_start=1.0",
-        "search.tau_end=0.2",
-    ],
-}
+# The search variants compared, in the report's row order: conf/search_variant/<name>.yaml
+# (`spt-run search search_variant=<name>`), where each one's switches are documented.
+VARIANTS = ("static", "none", "centred", "budget", "ablation", "wstop", "sgd", "stochastic")
 MAX_SUBSETS = 20  # controls.max_subsets of conf/config.yaml
 RECORDS = REPO / "results" / "search_study"
 CONTROLS = REPO / "results" / "controls"
@@ -82,7 +59,7 @@ def cmd_run(opts: argparse.Namespace) -> int:
     code = 0
     for name in opts.variants:
         sweep = [f"dataset={','.join(tasks(opts.tasks))}", f"seed={','.join(map(str, SEEDS))}"]
-        args = ["search", *COMMON, *VARIANTS[name], "retrain=false",
+        args = ["search", *COMMON, f"search_variant={name}", "retrain=false",
                 f"records={RECORDS / name}", "-m", *sweep]  # fmt: skip
         code = spt_run(args) or code
     return code

@@ -12,9 +12,10 @@ learning rate and steps) is chosen from a small grid on the mean dev accuracy ov
 single-sentence tasks (SST-2, MR, MPQA, Subj, TREC) and seeds 13 and 21, then run on every task
 and all five seeds. The grids are experiment files (conf/experiment/grid_fewshot_*.yaml, their
 hydra.sweeper.params) and the choice is `spt-run table`'s (table.grids, spt_cli/tables/grid.py);
-this script only says which runs to launch. One choice per method, not per task as LM-BFF does: the grid on every task
-would triple the table's cost, and on the pair tasks MiniLM stays at chance, so their dev
-scores carry no signal for a learning rate. Test is never looked at to choose.
+this script only says which runs to launch. One choice per method, not per task as LM-BFF
+does: the grid on every task would triple the table's cost, and on the pair tasks MiniLM stays
+at chance, so their dev scores carry no signal for a learning rate. Test is never looked at to
+choose.
 
 Every run leaves a record (results/fewshot_grid/, results/fewshot/); rerunning a command skips
 what is recorded. Runs use one torch thread so that two commands can share the 2 cores (see

@@ -8,7 +8,8 @@ is the mean ± sample std over seeds of the task's main test metric x100. A cell
 settings (a grid) keeps the one best on dev (`table.select=dev`) or is refused
 (`table.select=all`). Nothing is dropped silently: cells averaged over fewer seeds than their
 column are marked; the choices, empty cells, failed, missing and duplicate runs are listed under
-each table; SPT is compared with each baseline per seed (sign test).
+each table; the reference method (`table.reference`, SPT) is compared with each other row
+per seed (sign test). Row order: `table.rows`.
 
 Modules: `records` reads runs, `collect` finds them, `select` tells settings apart and chooses,
 `aggregate` builds the tables, `paired` compares SPT with the baselines, `render` writes
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, ListConfig
 
 from spt_cli.errors import ConfigError
 from spt_cli.files import write_json, write_text
-from spt_cli.tables.aggregate import Cell, GroupTable, Table, build_table
+from spt_cli.tables.aggregate import Cell, GroupTable, Layout, Table, build_table
 from spt_cli.tables.collect import collect_runs
 from spt_cli.tables.figure import plot_layers
 from spt_cli.tables.grid import GRID_FILE, grid_choices, read_grid
@@ -44,6 +45,7 @@ from spt_cli.tables.select import SELECT_MODES
 __all__ = [
     "Cell",
     "GroupTable",
+    "Layout",
     "RunRecord",
     "Table",
     "build_table",
@@ -64,8 +66,9 @@ __all__ = [
 
 
 def write_outputs(result: Table, out_dir: Path) -> list[Path]:
-    """table.md, table.csv, table.tex; paired.csv when SPT and a baseline share a seed;
-    choices.csv when a cell had several settings; layers.png when any run selected layers."""
+    """table.md, table.csv, table.tex; paired.csv when the reference method and another row
+    share a seed; choices.csv when a cell had several settings; layers.png when any run selected
+    layers."""
     files = []
     outputs = [
         ("table.md", to_markdown(result)),
@@ -136,7 +139,7 @@ def run_table(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "a records folder or a quoted glob"
         )
     records = _of_seeds(records, cfg.table.seeds)
-    result = build_table(records, select)
+    result = build_table(records, select, Layout.from_conf(cfg.table))
     files = write_outputs(result, Path(out_dir))
     if cfg.table.grids is not None:
         files.append(_write_grid_choices(records, cfg.table.grids, Path(out_dir)))

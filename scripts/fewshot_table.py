@@ -1,7 +1,8 @@
 """The few-shot comparison of docs/results.md: MiniLM-L6, LM-BFF 16-shot splits, every method.
 
-    python scripts/fewshot_table.py grid [METHOD ...]    # learning-rate grid, chosen on dev
-    python scripts/fewshot_table.py choose               # results/fewshot/choices.json
+    python scripts/fewshot_table.py grid [METHOD ...]    # the grid experiments (below), -m
+    python scripts/fewshot_table.py choose               # spt-run table table.grids=[...]
+                                                         # -> results/fewshot/choices.json
     python scripts/fewshot_table.py table [METHOD ...] [--seeds 13,21] [--tasks rte,mrpc]
                                                          # chosen settings x tasks x seeds
     python scripts/fewshot_table.py report [--seeds 13,21]  # spt-run table -> results/fewshot/table
@@ -9,9 +10,12 @@
 Protocol (the same for every method): each method's learning rate (fine-tuning: backbone
 learning rate and steps) is chosen from a small grid on the mean dev accuracy over the five
 single-sentence tasks (SST-2, MR, MPQA, Subj, TREC) and seeds 13 and 21, then run on every task
-and all five seeds. One choice per method, not per task as LM-BFF does: the grid on every task
-would triple the table's cost, and on the pair tasks MiniLM stays at chance, so their dev
-scores carry no signal for a learning rate. Test is never looked at to choose.
+and all five seeds. The grids are experiment files (conf/experiment/grid_fewshot_*.yaml, their
+hydra.sweeper.params) and the choice is `spt-run table`'s (table.grids, spt_cli/tables/grid.py);
+this script only says which runs to launch. One choice per method, not per task as LM-BFF
+does: the grid on every task would triple the table's cost, and on the pair tasks MiniLM stays
+at chance, so their dev scores carry no signal for a learning rate. Test is never looked at to
+choose.
 
 Every run leaves a record (results/fewshot_grid/, results/fewshot/); rerunning a command skips
 what is recorded. Runs use one torch thread so that two commands can share the 2 cores (see
@@ -27,45 +31,26 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from spt_cli.files import write_json, write_text
+from spt_cli.files import write_text
 
 REPO = Path(__file__).resolve().parents[1]
-GRID_TASKS = ("sst2", "mr", "mpqa", "subj", "trec")
 # QQP: the data mirror has no labelled test file for it (LM-BFF's k-shot QQP has train/dev only).
 TASKS = ("sst2", "mr", "mpqa", "subj", "trec", "mnli", "mrpc", "qnli", "rte", "cr")
-GRID_SEEDS = (13, 21)
 SEEDS = (13, 21, 42, 87, 100)
-COMMON = ["experiment=cpu_fewshot", "logger=none", "trainer.num_threads=1",
-          "lower_cache_dir=outputs/lower_states"]  # fmt: skip
-LRS = ("trainer.lr=1e-3", "trainer.lr=5e-3", "trainer.lr=2e-2")
-# method -> (stage, fixed overrides, grid of settings)
-METHODS: dict[str, tuple[str, list[str], list[list[str]]]] = {
-    "head_only": ("train", ["method=head_only"], [[lr] for lr in LRS]),
-    "prompt_tuning": ("train", ["method=prompt_tuning"], [[lr] for lr in LRS]),
-    "deep_prompt": ("train", ["method=deep_prompt"], [[lr] for lr in LRS]),
-    "ptuning_v2": ("train", ["method=ptuning_v2"], [[lr] for lr in LRS]),
-    "lpt": ("train", ["method=lpt"], [[lr] for lr in LRS]),
-    # A new random set of K = 2 blocks per seed (SPT's budget).
-    "random_layers": (
-        "train",
-        ["method=random_layers", "method.layer_seed=${seed}"],
-        [[lr] for lr in LRS],
-    ),
-    "finetune": (
-        "train",
-        ["method=finetune"],
-        [
-            [f"trainer.backbone_lr={blr}", f"trainer.max_steps={steps}"]
-            for blr in ("2e-5", "1e-4")
-            for steps in (100, 300)
-        ],
-    ),
-    # SPT: search + retrain with the search defaults chosen in docs/search.md.
-    "spt": ("search", ["method=spt"], [[lr] for lr in LRS]),
+# The grid experiments (conf/experiment/grid_fewshot_*.yaml: methods, settings, tasks, seeds)
+# and the stage that runs them, in the table's method order.
+GRIDS = {
+    "grid_fewshot_prompts": "train",
+    "grid_fewshot_random_layers": "train",
+    "grid_fewshot_finetune": "train",
+    "grid_fewshot_spt": "search",  # search + retrain with the defaults of docs/search.md
 }
+# Set by grid_fewshot_random_layers for the few-shot runs; spelled here for other experiments.
+FIXED = {"random_layers": ["method.layer_seed=${seed}"]}
 GRID = REPO / "results" / "fewshot_grid"
 TABLE = REPO / "results" / "fewshot"
 
@@ -76,78 +61,55 @@ def spt_run(args: list[str]) -> int:
     return subprocess.call(cmd, cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"})
 
 
-def sweep(method: str, setting: list[str], tasks, seeds, records: Path, common=COMMON) -> int:
-    """One ``spt-run -m`` over tasks x seeds for a method at one setting (resumable: what is
-    recorded is skipped)."""
-    stage, fixed, _ = METHODS[method]
-    return spt_run([stage, *common, *fixed, *setting, f"records={records}", "-m",
-                    f"dataset={','.join(tasks)}", f"seed={','.join(map(str, seeds))}"])  # fmt: skip
+def grid_of() -> dict[str, str]:
+    """method -> the grid experiment that sweeps it."""
+    from spt_cli.tables.grid import read_grid
+
+    return {m: name for name in GRIDS for m in read_grid(name).methods}
+
+
+METHODS = list(grid_of())
 
 
 def cmd_grid(opts: argparse.Namespace) -> int:
-    code = 0
-    for method in opts.methods or list(METHODS):
-        for setting in METHODS[method][2]:
-            code = sweep(method, setting, GRID_TASKS, GRID_SEEDS, GRID) or code
+    code, wanted = 0, opts.methods or METHODS
+    for name, stage in GRIDS.items():
+        methods = [m for m, grid in grid_of().items() if grid == name and m in wanted]
+        if methods:
+            args = [stage, f"experiment={name}", "logger=none", f"method={','.join(methods)}"]
+            code = spt_run([*args, "-m"]) or code
     return code
 
 
-def _setting_of(record: dict, grid: list[list[str]]) -> int | None:
-    """Index of the grid setting a record was run with, read from its config (its override
-    text is Hydra's rewrite: ``trainer.lr=1e-3`` comes back as ``0.001``)."""
-    from spt_cli.tables.select import holds
-
-    for i, setting in enumerate(grid):
-        if all(holds(record.get("config"), item) for item in setting):
-            return i
-    return None
-
-
-def choices() -> dict[str, dict]:
-    """Per method, the grid setting with the best mean dev over every grid task and seed."""
-    out = {}
-    for method, (_, _, grid) in METHODS.items():
-        scores: dict[int, list[float]] = {i: [] for i in range(len(grid))}
-        for path in GRID.glob(f"*/{method}/*.json"):
-            rec = json.loads(path.read_text())
-            i = _setting_of(rec, grid)
-            if i is not None and rec.get("dev"):
-                scores[i].append(rec["dev"][rec["main_metric"]])
-        expected = len(GRID_TASKS) * len(GRID_SEEDS)
-        complete = {i: v for i, v in scores.items() if len(v) == expected}
-        if len(complete) < len(grid):
-            continue  # the grid is not finished for this method
-        means = {i: statistics.fmean(v) for i, v in complete.items()}
-        best = max(means, key=lambda i: (means[i], -i))  # ties: the earlier setting
-        out[method] = {
-            "setting": grid[best],
-            "dev_mean": {" ".join(grid[i]): round(100 * m, 2) for i, m in means.items()},
-        }
-    return out
-
-
 def cmd_choose(opts: argparse.Namespace) -> int:
-    found = choices()
-    TABLE.mkdir(parents=True, exist_ok=True)
-    # Atomic: a second queue may be reading the file while this one chooses.
-    write_json(TABLE / "choices.json", found)
-    for method, c in found.items():
-        print(f"{method:>14}: {' '.join(c['setting'])}   (mean dev x100: {c['dev_mean']})")
-    missing = [m for m in METHODS if m not in found]
-    if missing:
-        print(f"grid not finished for: {', '.join(missing)}")
-    return 0
+    """``spt-run table table.grids=[...]`` over the grid records -> results/fewshot/choices.json."""
+    with tempfile.TemporaryDirectory() as tmp:
+        grids = f"table.grids=[{','.join(GRIDS)}]"
+        code = spt_run(["table", f"runs={GRID}", "logger=none", grids, f"hydra.run.dir={tmp}"])
+        if code == 0:
+            # Atomic: a second queue may be reading the file while this one chooses.
+            write_text(TABLE / "choices.json", (Path(tmp) / "choices.json").read_text())
+    return code
 
 
-def run_chosen(methods, tasks, seeds, records: Path, common=COMMON) -> int:
-    """Every method at its grid choice (results/fewshot/choices.json) over tasks x seeds."""
+def run_chosen(methods, tasks, seeds, records: Path, common: list[str] | None = None) -> int:
+    """Every method at its grid choice (results/fewshot/choices.json) over tasks x seeds: with
+    its grid experiment (few-shot), or with the ``common`` overrides (another experiment)."""
     chosen = json.loads((TABLE / "choices.json").read_text())
+    grids, stages = grid_of(), {m: GRIDS[g] for m, g in grid_of().items()}
     code, t0 = 0, time.time()
     for method in methods:
         if method not in chosen:
             print(f"skip {method}: the grid has chosen no setting for it yet (grid, choose)")
             continue
-        code = sweep(method, chosen[method]["setting"], tasks, seeds, records, common) or code
+        setup = (
+            [f"experiment={grids[method]}", "logger=none"]
+            if common is None
+            else [*common, *FIXED.get(method, [])]
+        )
+        code = spt_run([stages[method], *setup, f"method={method}", *chosen[method]["setting"],
+                        f"records={records}", "-m", f"dataset={','.join(tasks)}",
+                        f"seed={','.join(map(str, seeds))}"]) or code  # fmt: skip
     print(f"table commands: {time.time() - t0:.0f} s wall", flush=True)
     return code
 
@@ -209,9 +171,9 @@ def cmd_report(opts: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("grid").add_argument("methods", nargs="*", choices=list(METHODS))
+    sub.add_parser("grid").add_argument("methods", nargs="*", choices=METHODS)
     p = sub.add_parser("table")
-    p.add_argument("methods", nargs="*", choices=list(METHODS))
+    p.add_argument("methods", nargs="*", choices=METHODS)
     # A table can grow a few seeds at a time (every method on seed 13 first, say), so that a
     # session that ends early leaves whole columns rather than whole rows.
     p.add_argument("--seeds", type=seed_list, default=SEEDS)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -31,32 +30,9 @@ COMMON = ["experiment=cpu_fewshot", "logger=none", "trainer.num_threads=1"]
 # The retrain family every variant is measured against: no input prompt, nothing below the
 # first selected block (spt_fixed).
 FAMILY = ["method.input_prompt=none"]
-# Soft gates, no annealing: the plain DARTS mixture the remedies start from (spelled out, so the
-# variants stay what they were when the defaults change).
-SOFT = ["method.gate=soft", "search.anneal=false", "search.tau_end=1.0"]
-VARIANTS: dict[str, list[str]] = {
-    # the search before this study: a static input prompt from block 0 under the gated layers
-    "static": ["method.input_prompt=static", *SOFT],
-    # the same search without the input prompt: the retrain's model family (the shipped
-    # default, chosen by this study)
-    "none": [*FAMILY, *SOFT],
-    "centred": [*FAMILY, *SOFT, "search.alpha_grad=centred"],
-    "budget": [*FAMILY, *SOFT, "search.gate_shift=budget"],
-    "ablation": [*FAMILY, *SOFT, "search.select=ablation"],
-    "wstop": [*FAMILY, *SOFT, "search.weight_stop_loss=0.01"],
-    # SGD at Adam's learning rate: the mean |gradient| of alpha is about 0.9 (median 0.17,
-    # heavy-tailed; MiniLM SST-2), so the steps have Adam's scale on average but follow the
-    # gradient's size.
-    "sgd": [*FAMILY, *SOFT, "search.alpha_optimizer=sgd"],
-    # stochastic gates, temperature annealed 1 -> 0.2
-    "stochastic": [
-        *FAMILY,
-        "method.gate=stochastic",
-        "search.anneal=true",
-        "search.tau_start=1.0",
-        "search.tau_end=0.2",
-    ],
-}
+# The search variants compared, in the report's row order: conf/search_variant/<name>.yaml
+# (`spt-run search search_variant=<name>`), where each one's switches are documented.
+VARIANTS = ("static", "none", "centred", "budget", "ablation", "wstop", "sgd", "stochastic")
 MAX_SUBSETS = 20  # controls.max_subsets of conf/config.yaml
 RECORDS = REPO / "results" / "search_study"
 CONTROLS = REPO / "results" / "controls"
@@ -83,7 +59,7 @@ def cmd_run(opts: argparse.Namespace) -> int:
     code = 0
     for name in opts.variants:
         sweep = [f"dataset={','.join(tasks(opts.tasks))}", f"seed={','.join(map(str, SEEDS))}"]
-        args = ["search", *COMMON, *VARIANTS[name], "retrain=false",
+        args = ["search", *COMMON, f"search_variant={name}", "retrain=false",
                 f"records={RECORDS / name}", "-m", *sweep]  # fmt: skip
         code = spt_run(args) or code
     return code
@@ -92,17 +68,14 @@ def cmd_run(opts: argparse.Namespace) -> int:
 # -- report --------------------------------------------------------------------------------------
 def load_controls() -> dict[tuple[str, int], dict]:
     """(task, seed) -> complete control record of the study's protocol (no input prompt, one
-    thread); a record still being filled is left out (a rank among part of the subsets would
-    mislead)."""
-    out = {}
-    for path in CONTROLS.glob("minilm/16shot/*.json"):
-        data = json.loads(path.read_text())
+    thread)."""
+    from spt_cli.search.study import load_controls as load
+
+    def protocol(data: dict) -> bool:
         proto = data["protocol"]
-        expected = min(math.comb(len(data["candidates"]), data["k"]), MAX_SUBSETS)
-        if (proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
-                and len(data["subsets"]) == expected):  # fmt: skip
-            out[(data["task"], data["seed"])] = data
-    return out
+        return proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
+
+    return load(CONTROLS / "minilm" / "16shot", MAX_SUBSETS, protocol)
 
 
 def load_searches(variant: str) -> dict[tuple[str, int], dict]:
@@ -113,153 +86,47 @@ def load_searches(variant: str) -> dict[tuple[str, int], dict]:
     return out
 
 
-def percentile_of(layers: list[int], control: dict, split: str = "dev") -> float | None:
-    from spt_cli.search.controls import rank
-
-    found = rank(layers, control["subsets"], split)
-    return None if found is None else found[1]
-
-
-def _entry(name: str, task: str, seed: int, layers: list[int], control: dict | None) -> dict:
-    from spt_cli.search.controls import subset_key
-
-    entry: dict = {"variant": name, "task": task, "seed": seed, "layers": layers}
-    if control is not None and subset_key(layers) in control["subsets"]:
-        entry["dev_pct"] = percentile_of(layers, control)
-        entry["test"] = control["subsets"][subset_key(layers)]["test"]
-    return entry
-
-
 def study_rows(controls: dict) -> list[dict]:
-    """One row per (variant, task, seed) search, plus the reference rows."""
+    """One entry per (variant, task, seed) search, plus the reference rows."""
+    from spt_cli.search.study import dev_percentile, entry, reference_entries
+
     rows = []
     for name in VARIANTS:
         for (task, seed), rec in sorted(load_searches(name).items()):
             diag = rec.get("search_diagnostics") or {}
-            entry = _entry(name, task, seed, rec["selected_layers"], controls.get((task, seed)))
-            entry["separated"] = bool(diag.get("separated"))
+            item = entry(name, task, seed, rec["selected_layers"], controls.get((task, seed)))
+            item["separated"] = bool(diag.get("separated"))
             if diag.get("by_ablation") and controls.get((task, seed)):
-                entry["ablation_pct"] = percentile_of(diag["by_ablation"], controls[(task, seed)])
-            rows.append(entry)
-    for (task, seed), control in sorted(controls.items()):
-        # A person's pick: the last K blocks (late prompts work, LPT); and the best subset on
-        # dev (what a search could at most reach on this measure).
-        k, cands = control["k"], control["candidates"]
-        rows.append(_entry("ref: last K blocks", task, seed, sorted(cands)[-k:], control))
-        best = max(control["subsets"], key=lambda key: (control["subsets"][key]["dev"], key))
-        rows.append(_entry("ref: best on dev", task, seed, [int(x) for x in best.split(",")],
-                           control))  # fmt: skip
-        mean_test = statistics.fmean(v["test"] for v in control["subsets"].values())
-        rows.append({"variant": "ref: random K-subset", "task": task, "seed": seed,
-                     "dev_pct": 50.0, "test": mean_test})  # fmt: skip
-    return rows
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
-def _fmt(value: float | None, scale: float = 1.0) -> str:
-    return "-" if value is None else f"{scale * value:.1f}"
-
-
-def chance_p(entries: list[dict], controls: dict, draws: int = 20000) -> float | None:
-    """One-sided p of the mean dev percentile: how often a random K-subset per task-seed (the
-    same task-seeds, drawn uniformly among the retrained subsets) reaches at least this mean."""
-    import random
-
-    if not entries:
-        return None
-    observed = statistics.fmean(e["dev_pct"] for e in entries)
-    pools = []
-    for e in entries:
-        control = controls[(e["task"], e["seed"])]
-        pools.append([percentile_of([int(x) for x in key.split(",")], control)
-                      for key in control["subsets"]])  # fmt: skip
-    rng = random.Random(0)
-    hits = sum(
-        statistics.fmean(rng.choice(pool) for pool in pools) >= observed - 1e-9
-        for _ in range(draws)
-    )
-    return (1 + hits) / (1 + draws)
-
-
-def _fmt_p(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _test_gain(entries: list[dict], rows: list[dict]) -> str:
-    """Mean test of the selected sets minus the mean test of all K-subsets of the same
-    task-seed (x100), and on how many task-seeds the selected set is above / below it."""
-    rand = [r for r in rows if r["variant"] == "ref: random K-subset"]
-    base = {(r["task"], r["seed"]): r["test"] for r in rand}
-    diffs = [e["test"] - base[(e["task"], e["seed"])] for e in entries
-             if e.get("test") is not None and (e["task"], e["seed"]) in base]  # fmt: skip
-    if not diffs:
-        return "-"
-    above, below = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-    return f"{100 * statistics.fmean(diffs):+.1f} ({above}-{below})"
+                item["ablation_pct"] = dev_percentile(diag["by_ablation"], controls[(task, seed)])
+            rows.append(item)
+    return rows + reference_entries(controls)
 
 
 def format_table(rows: list[dict], controls: dict) -> str:
-    """Variant x task: mean dev percentile of the selected sets (25 single-sentence task-seeds
-    where controls exist), how often random picks reach that mean (p), share of separated
-    searches, mean test of the selected sets."""
-    head = ["variant", "searches", "separated", "dev pct (n)", "p vs random",
-            *[t.upper() if t != "subj" else "Subj" for t in SINGLE], "test x100",
-            "test - subsets' mean (above-below)",
-            "ablation pct", "pairs dev pct (n)"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
-    names = list(dict.fromkeys(r["variant"] for r in rows))
-    for name in names:
+    """Variant x task: mean dev percentile of the selected sets (the single-sentence
+    task-seeds with controls), p vs random picks, share of separated searches, test."""
+    from spt_cli.search.study import mean, rows_markdown, score_entries
+
+    scored, extra = [], {}
+    for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
-        single = [r for r in mine if r["task"] in SINGLE and r.get("dev_pct") is not None]
-        pairs = [r for r in mine if r["task"] in PAIRS and r.get("dev_pct") is not None]
+        scored.append(score_entries(name, mine, controls, SINGLE, PAIRS))
         searches = [r for r in mine if "separated" in r and r["task"] in SINGLE]
-        sep = f"{100 * _mean([float(r['separated']) for r in searches]):.0f}%" if searches else ""
-        per_task = [_fmt(_mean([r["dev_pct"] for r in single if r["task"] == t])) for t in SINGLE]
-        cells = [
-            name, str(len(searches)) if searches else "", sep,
-            f"{_fmt(_mean([r['dev_pct'] for r in single]))} ({len(single)})",
-            "" if name == "ref: random K-subset" else _fmt_p(chance_p(single, controls)),
-            *per_task,
-            _fmt(_mean([r.get("test") for r in single]), 100),
-            "" if name == "ref: random K-subset" else _test_gain(single, rows),
-            _fmt(_mean([r.get("ablation_pct") for r in single])),
-            f"{_fmt(_mean([r['dev_pct'] for r in pairs]))} ({len(pairs)})",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        single = [r for r in mine if r["task"] in SINGLE and r.get("dev_pct") is not None]
+        extra[name] = {
+            "searches": len(searches),
+            "separated": mean(float(r["separated"]) for r in searches),
+            "ablation_pct": mean(r.get("ablation_pct") for r in single),
+        }
+    return rows_markdown(scored, extra, SINGLE)
 
 
 def controls_table(controls: dict) -> str:
     """Per task (mean over its seeds): how far apart the subsets are, and whether dev ranks
-    them as test does (Spearman's rho between a subset's dev and its test)."""
-    from scipy.stats import spearmanr
+    them as test does."""
+    from spt_cli.search.study import spread_by_task, spread_markdown
 
-    lines = ["| task | task-seeds | dev range (min-max) x100 | test range x100 | "
-             "test of best dev - mean test | dev-test Spearman rho |",
-             "|:--|--:|--:|--:|--:|--:|"]  # fmt: skip
-    for task in (*SINGLE, *PAIRS):
-        mine = [c for (t, _), c in controls.items() if t == task]
-        if not mine:
-            continue
-        dev_rng, test_rng, gain, rho = [], [], [], []
-        for c in mine:
-            devs = [v["dev"] for v in c["subsets"].values()]
-            tests = [v["test"] for v in c["subsets"].values()]
-            dev_rng.append(max(devs) - min(devs))
-            test_rng.append(max(tests) - min(tests))
-            best = max(c["subsets"].values(), key=lambda v: v["dev"])
-            gain.append(best["test"] - statistics.fmean(tests))
-            value = spearmanr(devs, tests).statistic
-            rho.append(None if value != value else value)  # nan: dev ties everywhere
-        lines.append(
-            f"| {task} | {len(mine)} | {_fmt(_mean(dev_rng), 100)} | {_fmt(_mean(test_rng), 100)}"
-            f" | {_fmt(_mean(gain), 100)} | {_fmt(_mean(rho))} |"
-        )
-    return "\n".join(lines)
+    return spread_markdown(spread_by_task(controls, (*SINGLE, *PAIRS)))
 
 
 def plot_percentiles(rows: list[dict], path: Path) -> None:

@@ -41,7 +41,7 @@ def usage() -> str:
     lines += [f"  {name:<8} {desc}" for name, desc in STAGES.items()]
     lines += ["", "config groups (group=choice):"]
     for group in GROUPS:
-        lines.append(f"  {group:<10} {', '.join(group_choices(group)) or '-'}")
+        lines.append(f"  {group:<14} {', '.join(group_choices(group)) or '-'}")
     lines += [
         "",
         "common keys: shots=16 (few-shot K; 0 = full data)  seed=13  data.root=DIR",

@@ -21,7 +21,10 @@ STAGES: dict[str, str] = {
 }
 
 # Groups a user picks with `group=choice`, shown by `spt-run --help`.
-GROUPS = ("model", "dataset", "split", "method", "head", "trainer", "logger", "experiment")
+GROUPS = (
+    "model", "dataset", "split", "method", "head", "trainer", "logger", "experiment",
+    "search_variant",
+)  # fmt: skip
 
 
 # The search's choice keys and their values; checked by the preflight (validate) and by the

@@ -11,8 +11,13 @@ from omegaconf import OmegaConf
 
 
 def table_cfg(runs, select: str = "dev"):
-    """What run_table reads of the composed config (conf/config.yaml: runs, table.select)."""
-    return OmegaConf.create({"runs": runs, "table": {"select": select, "seeds": None}})
+    """What run_table reads of the composed config: runs, and conf/config.yaml's table section
+    with ``table.select`` set."""
+    from spt_cli.config import primary_defaults
+
+    table = primary_defaults("table")
+    table.select = select
+    return OmegaConf.create({"runs": runs, "table": table})
 
 
 def results_data(

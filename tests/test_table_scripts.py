@@ -1,4 +1,5 @@
-"""scripts/fewshot_table.py: the per-method choice on dev and the machine-time summary.
+"""The per-method choice on dev (spt_cli.tables.grid, which scripts/fewshot_table.py choose
+runs through `spt-run table table.grids=[...]`) and the script's machine-time summary.
 
 The choice decides which setting of every method goes into the paper table, so it is checked
 on hand-made records: best mean dev wins, an unfinished grid chooses nothing, test is ignored.
@@ -17,19 +18,25 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "scripts"))
 import fewshot_table  # noqa: E402
 
+from spt_cli.tables.collect import collect_runs  # noqa: E402
+from spt_cli.tables.grid import grid_choices, read_grid  # noqa: E402
+
+GRID = read_grid("grid_fewshot_prompts")  # lpt among its methods; tasks x seeds 13, 21
+
 
 def _record(root: Path, task: str, method: str, seed: int, lr: float, dev: float,
             test: float = 0.5, wall: float = 10.0) -> None:  # fmt: skip
-    path = root / task / method / f"train-16shot-seed{seed}-{lr}.json"
+    path = root / task / method / f"train-16shot-seed{seed}-{round(lr * 1e6):012x}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    rec = {"task": task, "method": method, "seed": seed, "main_metric": "accuracy",
+    rec = {"format": "spt-cli-record/1", "task": task, "method": method, "seed": seed,
+           "main_metric": "accuracy", "status": "completed",
            "dev": {"accuracy": dev}, "test": {"accuracy": test}, "wall_time_s": wall,
            "config": {"trainer": {"lr": lr}}}  # fmt: skip
     path.write_text(json.dumps(rec))
 
 
 def _fill(root: Path, method: str, dev_of_lr: dict[float, float], skip: int = 0) -> None:
-    cells = [(t, s) for t in fewshot_table.GRID_TASKS for s in fewshot_table.GRID_SEEDS]
+    cells = [(t, s) for t in GRID.tasks for s in GRID.seeds]
     for lr, dev in dev_of_lr.items():
         for task, seed in cells[skip if lr == 0.02 else 0 :]:
             # test is the reverse of dev: a choice that looked at test would pick another lr
@@ -37,14 +44,17 @@ def _fill(root: Path, method: str, dev_of_lr: dict[float, float], skip: int = 0)
 
 
 @pytest.fixture
-def grid(tmp_path, monkeypatch):
-    monkeypatch.setattr(fewshot_table, "GRID", tmp_path)
+def grid(tmp_path):
     return tmp_path
+
+
+def choices(root: Path) -> dict:
+    return grid_choices(collect_runs([str(root)]), [GRID])
 
 
 def test_choice_is_the_best_mean_dev_and_ignores_test(grid):
     _fill(grid, "lpt", {0.001: 0.60, 0.005: 0.70, 0.02: 0.65})
-    found = fewshot_table.choices()
+    found = choices(grid)
     assert found["lpt"]["setting"] == ["trainer.lr=5e-3"]
     assert found["lpt"]["dev_mean"] == {"trainer.lr=1e-3": 60.0, "trainer.lr=5e-3": 70.0,
                                         "trainer.lr=2e-2": 65.0}  # fmt: skip
@@ -52,7 +62,7 @@ def test_choice_is_the_best_mean_dev_and_ignores_test(grid):
 
 def test_an_unfinished_grid_chooses_nothing(grid):
     _fill(grid, "lpt", {0.001: 0.60, 0.005: 0.70, 0.02: 0.90}, skip=1)
-    assert "lpt" not in fewshot_table.choices()
+    assert "lpt" not in choices(grid)
 
 
 def test_machine_time_sums_run_wall_times_per_method(tmp_path):
@@ -76,5 +86,5 @@ def test_fulldata_script_parses_its_arguments():
 
 def test_choices_markdown_marks_the_chosen_setting(grid):
     _fill(grid, "lpt", {0.001: 0.60, 0.005: 0.70, 0.02: 0.65})
-    md = fewshot_table.choices_markdown(fewshot_table.choices())
+    md = fewshot_table.choices_markdown(choices(grid))
     assert "| lpt | trainer.lr=1e-3: 60.0; **trainer.lr=5e-3: 70.0**; trainer.lr=2e-2: 65.0 |" in md

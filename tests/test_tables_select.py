@@ -270,3 +270,32 @@ def test_holds_compares_config_values_as_settings() -> None:
     assert not holds(config, "trainer.lr=5e-3")
     assert not holds(config, "trainer.backbone_lr=2e-5")  # not in the config
     assert not holds(None, "trainer.lr=1e-3")
+
+
+def test_rows_and_reference_come_from_the_table_keys(tmp_path: Path) -> None:
+    from spt_cli.tables import Layout
+
+    for method, value in (("spt", 0.7), ("lpt", 0.6), ("mine", 0.65)):
+        write_record(tmp_path, task="rte", method=method, seed=13, value=value)
+    records = collect_runs(tmp_path)
+    shipped = build_table(records).groups[0]  # conf/config.yaml: spt last, unlisted after it
+    assert shipped.methods == ["lpt", "spt", "mine"] and shipped.reference == "spt"
+    assert Layout.from_conf().rows[-1] == "spt"
+    # another order and another reference method: no name is special to the code
+    group = build_table(records, layout=Layout(rows=("mine", "spt"), reference="mine")).groups[0]
+    assert group.methods == ["mine", "spt", "lpt"]
+    pairs = {p.baseline: p for p in compare(group)}
+    assert set(pairs) == {"spt", "lpt"} and pairs["lpt"].mean == pytest.approx(0.05)
+    md = to_markdown(build_table(records, layout=Layout(rows=(), reference="mine")))
+    assert "MINE vs baselines (paired over seeds)" in md and "| mine - lpt |" in md
+    assert compare(build_table(records, layout=Layout(("spt",), None)).groups[0]) == []
+
+
+def test_run_table_reads_rows_and_reference(tmp_path: Path) -> None:
+    for method in ("spt", "lpt"):
+        write_record(tmp_path / "runs", task="rte", method=method, seed=13, value=0.6)
+    cfg = table_cfg(str(tmp_path / "runs"))
+    cfg.table.rows, cfg.table.reference = ["spt", "lpt"], None
+    run_table(cfg, tmp_path / "out")
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert md.index("| spt |") < md.index("| lpt |") and "paired over seeds" not in md

@@ -8,7 +8,8 @@ is the mean ± sample std over seeds of the task's main test metric x100. A cell
 settings (a grid) keeps the one best on dev (`table.select=dev`) or is refused
 (`table.select=all`). Nothing is dropped silently: cells averaged over fewer seeds than their
 column are marked; the choices, empty cells, failed, missing and duplicate runs are listed under
-each table; SPT is compared with each baseline per seed (sign test).
+each table; the reference method (`table.reference`, SPT) is compared with each other row
+per seed (sign test). Row order: `table.rows`.
 
 Modules: `records` reads runs, `collect` finds them, `select` tells settings apart and chooses,
 `aggregate` builds the tables, `paired` compares SPT with the baselines, `render` writes
@@ -24,10 +25,11 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from spt_cli.errors import ConfigError
-from spt_cli.files import write_text
-from spt_cli.tables.aggregate import Cell, GroupTable, Table, build_table
+from spt_cli.files import write_json, write_text
+from spt_cli.tables.aggregate import Cell, GroupTable, Layout, Table, build_table
 from spt_cli.tables.collect import collect_runs
 from spt_cli.tables.figure import plot_layers
+from spt_cli.tables.grid import GRID_FILE, grid_choices, read_grid
 from spt_cli.tables.paired import compare, sign_test, to_paired_csv
 from spt_cli.tables.records import RunRecord
 from spt_cli.tables.render import (
@@ -43,6 +45,7 @@ from spt_cli.tables.select import SELECT_MODES
 __all__ = [
     "Cell",
     "GroupTable",
+    "Layout",
     "RunRecord",
     "Table",
     "build_table",
@@ -63,8 +66,9 @@ __all__ = [
 
 
 def write_outputs(result: Table, out_dir: Path) -> list[Path]:
-    """table.md, table.csv, table.tex; paired.csv when SPT and a baseline share a seed;
-    choices.csv when a cell had several settings; layers.png when any run selected layers."""
+    """table.md, table.csv, table.tex; paired.csv when the reference method and another row
+    share a seed; choices.csv when a cell had several settings; layers.png when any run selected
+    layers."""
     files = []
     outputs = [
         ("table.md", to_markdown(result)),
@@ -101,6 +105,20 @@ def _of_seeds(records: list[RunRecord], seeds: Any) -> list[RunRecord]:
     return kept
 
 
+def _write_grid_choices(records: list[RunRecord], grids: Any, out_dir: Path) -> Path:
+    """`table.grids`: one setting per method of the grids, written to choices.json."""
+    names = [str(g) for g in grids] if isinstance(grids, ListConfig | list) else [str(grids)]
+    found = grid_choices(records, [read_grid(name) for name in names])
+    for method, choice in found.items():
+        setting = " ".join(choice["setting"])
+        print(f"{method:>14}: {setting}   (mean dev x100: {choice['dev_mean']})", file=sys.stderr)
+    every = [m for name in names for m in read_grid(name).methods]
+    missing = [m for m in every if m not in found]
+    if missing:
+        print(f"table.grids: grid not finished for: {', '.join(missing)}", file=sys.stderr)
+    return write_json(out_dir / GRID_FILE, found)
+
+
 def run_table(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """`spt-run table runs=<folder or glob>`: aggregate, print markdown, write files."""
     runs = cfg.runs  # conf/config.yaml defaults it to null
@@ -121,8 +139,10 @@ def run_table(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "a records folder or a quoted glob"
         )
     records = _of_seeds(records, cfg.table.seeds)
-    result = build_table(records, select)
+    result = build_table(records, select, Layout.from_conf(cfg.table))
     files = write_outputs(result, Path(out_dir))
+    if cfg.table.grids is not None:
+        files.append(_write_grid_choices(records, cfg.table.grids, Path(out_dir)))
     print(to_markdown(result), end="")
     n_failed = sum(len(t.failed) for t in result.groups) + len(result.unattributed)
     return {"n_runs": len(records), "n_failed": n_failed, "files": [str(f) for f in files]}

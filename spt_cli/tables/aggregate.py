@@ -5,30 +5,41 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from spt_cli.config import primary_defaults
 from spt_cli.errors import ConfigError
 from spt_cli.tables.records import RunRecord
 from spt_cli.tables.select import SELECT_MODES, Choice, assign_settings, choose
 
-# Paper order (LPT / SPT tables): baselines first, SPT last; then anything else alphabetically.
-METHOD_ORDER = (
-    "head_only",  # a classifier on the frozen backbone, no prompt: the floor for prompt methods
-    "finetune",
-    "prompt_tuning",
-    "deep_prompt",
-    "ptuning_v2",
-    "lpt",
-    "fixed_layers",
-    "random_layers",
-    "spt",
-)
 TASK_ORDER = ("sst2", "mr", "mpqa", "subj", "trec", "mnli", "mrpc", "qnli", "qqp", "rte", "cr")
 # Which result to keep when one (model, shots, task, method, seed) was run more than once:
 # the retrained model is the reported one for SPT; a plain re-evaluation ranks below training.
 STAGE_RANK = {"retrain": 0, "train": 1, "search": 2, "eval": 3}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which methods a table lists first and which one it compares with the rest: `table.rows`
+    (row order; methods not listed follow alphabetically) and `table.reference` (the method
+    paired with every other row over seeds; None: no paired table)."""
+
+    rows: tuple[str, ...]
+    reference: str | None
+
+    @classmethod
+    def from_conf(cls, table: Any = None) -> Layout:
+        """From a config's ``table`` section (default: conf/config.yaml's)."""
+        node = primary_defaults("table") if table is None else table
+        return cls(rows=tuple(str(m) for m in node.rows or ()),
+                   reference=None if node.reference is None else str(node.reference))  # fmt: skip
+
+
+def method_key(method: str, rows: Sequence[str]) -> tuple[int, str]:
+    """Sort key of a method: its place in ``rows``, else after them, alphabetically."""
+    return (rows.index(method), "") if method in rows else (len(rows), method)
 
 
 @dataclass
@@ -77,6 +88,8 @@ class GroupTable:
     # Columns or cells with runs but no test number: (method, or None for the whole task,
     # task, the runs), to say why they are empty.
     empty: list[tuple[str | None, str, list[RunRecord]]] = field(default_factory=list)
+    rows: tuple[str, ...] = ()  # table.rows: the method order `methods` follows
+    reference: str | None = None  # table.reference: the method paired with the others
 
     def average(self, method: str) -> tuple[float | None, int]:
         """Mean of the method's cell means over the tasks it has, and how many tasks that is."""
@@ -113,12 +126,6 @@ def _task_key(task: str) -> str:
     return task.lower().replace("-", "").replace("_", "")
 
 
-def _method_sort_key(method: str) -> tuple[int, str]:
-    return (
-        (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
-    )
-
-
 def _task_sort_key(task: str) -> tuple[int, str]:
     key = _task_key(task)
     return (TASK_ORDER.index(key), "") if key in TASK_ORDER else (len(TASK_ORDER), key)
@@ -129,10 +136,10 @@ def _group_sort_key(group: tuple[str | None, int | None]) -> tuple[str, int]:
     return (model or "~", -1 if shots is None else shots)
 
 
-def _table_order(rec: RunRecord) -> tuple[Any, ...]:
+def _table_order(rec: RunRecord, rows: Sequence[str]) -> tuple[Any, ...]:
     """Method order, then task order, then seed: how failed and duplicate runs are listed."""
     return (
-        _method_sort_key(rec.method or "~"),
+        method_key(rec.method or "~", rows),
         _task_sort_key(rec.task or "~"),
         rec.seed is None,
         rec.seed or 0,
@@ -176,7 +183,7 @@ def _dedupe(
 
 
 def _select(
-    graded: list[RunRecord], select: str, where: str
+    graded: list[RunRecord], select: str, where: str, rows: Sequence[str]
 ) -> tuple[list[RunRecord], list[Choice], list[RunRecord]]:
     """Keep one setting per cell: (runs reported or listed, choices, runs of other settings).
     Failed runs of any setting stay listed; only completed runs of unchosen settings go."""
@@ -189,7 +196,7 @@ def _select(
     choices: list[Choice] = []
     kept_setting: dict[tuple[str, str], str] = {}
     for (method, task), settings in sorted(
-        by_cell.items(), key=lambda kv: (_method_sort_key(kv[0][0]), _task_sort_key(kv[0][1]))
+        by_cell.items(), key=lambda kv: (method_key(kv[0][0], rows), _task_sort_key(kv[0][1]))
     ):
         choice = choose(method, task, settings, select, where)
         if choice is not None:
@@ -225,16 +232,21 @@ def _empty_cells(
 
 
 def _build_group(
-    model: str | None, shots: int | None, records: list[RunRecord], select: str
+    model: str | None, shots: int | None, records: list[RunRecord], select: str, layout: Layout
 ) -> GroupTable:
     # Search-only runs carry layers (for layers.png) but no test number: not part of the grid.
     assign_settings(r for r in records if not r.search_only)
     kept, duplicates, copies = _dedupe(records)
     search_only = [r for r in kept if r.search_only]
     graded, choices, unchosen = _select(
-        [r for r in kept if not r.search_only], select, group_title(model, shots)
+        [r for r in kept if not r.search_only], select, group_title(model, shots), layout.rows
     )
-    methods = sorted({r.method for r in graded if r.method}, key=_method_sort_key)
+    methods = sorted({r.method for r in graded if r.method},
+                     key=lambda m: method_key(m, layout.rows))  # fmt: skip
+
+    def listed(recs: list[RunRecord]) -> list[RunRecord]:
+        return sorted(recs, key=lambda r: _table_order(r, layout.rows))
+
     tasks = sorted({r.task for r in graded if r.task}, key=_task_sort_key)
 
     metrics: dict[str, str] = {}
@@ -303,20 +315,25 @@ def _build_group(
         params=params,
         majority=per_task(lambda r: r.majority),
         majority_test=per_task(lambda r: r.majority_test),
-        failed=sorted(failed, key=_table_order),
+        failed=listed(failed),
         missing=missing,
-        duplicates=sorted(duplicates, key=_table_order),
-        search_only=sorted(search_only, key=_table_order),
+        duplicates=listed(duplicates),
+        search_only=listed(search_only),
         records=sorted(graded + search_only, key=lambda r: str(r.path)),
         choices=choices,
-        unchosen=sorted(unchosen, key=_table_order),
-        copies=sorted(copies, key=_table_order),
+        unchosen=listed(unchosen),
+        copies=listed(copies),
         empty=_empty_cells(methods, tasks, cells, graded),
+        rows=layout.rows,
+        reference=layout.reference,
     )
 
 
-def build_table(records: Iterable[RunRecord], select: str = "dev") -> Table:
-    """Group records by (model, shots) and build one table per group, in a fixed order.
+def build_table(
+    records: Iterable[RunRecord], select: str = "dev", layout: Layout | None = None
+) -> Table:
+    """Group records by (model, shots) and build one table per group, in a fixed order;
+    `layout`: row order and paired reference (default: conf/config.yaml's `table` keys).
 
     Settings are never averaged together: mixed shots or backbones give separate tables, and a
     cell with runs of several settings keeps one (`select="dev"`: the best mean dev main metric
@@ -324,6 +341,7 @@ def build_table(records: Iterable[RunRecord], select: str = "dev") -> Table:
     """
     if select not in SELECT_MODES:
         raise ConfigError(f"table.select={select!r}; choose one of: {', '.join(SELECT_MODES)}")
+    layout = layout or Layout.from_conf()
     records = list(records)
     groups: dict[tuple[str | None, int | None], list[RunRecord]] = defaultdict(list)
     unattributed: list[RunRecord] = []
@@ -333,7 +351,7 @@ def build_table(records: Iterable[RunRecord], select: str = "dev") -> Table:
         else:
             groups[(rec.model, rec.shots)].append(rec)
     tables = [
-        _build_group(model, shots, groups[(model, shots)], select)
+        _build_group(model, shots, groups[(model, shots)], select, layout)
         for model, shots in sorted(groups, key=_group_sort_key)
     ]
     return Table(groups=tables, records=records, unattributed=unattributed)

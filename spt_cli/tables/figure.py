@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from spt_cli.files import atomic_write
-from spt_cli.tables.aggregate import Table, _method_sort_key, _task_sort_key
+from spt_cli.tables.aggregate import Table, _task_sort_key, method_key
 from spt_cli.tables.records import RunRecord
 from spt_cli.tables.render import task_label
 
@@ -30,7 +30,7 @@ def _layer_rows(result: Table) -> list[tuple[str, list[RunRecord]]]:
                 label += f" · {method}"
             if multi_group:
                 label += f" · {table.title}"
-            order = (gi, _method_sort_key(method), _task_sort_key(task))
+            order = (gi, method_key(method, table.rows), _task_sort_key(task))
             rows.append((order, label, recs))
     rows.sort(key=lambda row: row[0])
     return [(label, recs) for _, label, recs in rows]

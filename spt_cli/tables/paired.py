@@ -1,9 +1,10 @@
-"""SPT against each baseline, paired over seeds.
+"""The reference method (`table.reference`, SPT by default) against each other row, paired
+over seeds.
 
-Per task and baseline: the per-seed difference of the test main metric (spt minus baseline)
-over the seeds both have, its mean, SPT's wins / ties / losses, and the two-sided exact sign
-test (binomial with p = 1/2, ties dropped). Seeds pair runs that saw the same few-shot sample,
-so the paired difference removes the sample's share of the variance.
+Per task and baseline: the per-seed difference of the test main metric (reference minus
+baseline) over the seeds both have, its mean, the reference's wins / ties / losses, and the
+two-sided exact sign test (binomial with p = 1/2, ties dropped). Seeds pair runs that saw the
+same few-shot sample, so the paired difference removes the sample's share of the variance.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from dataclasses import dataclass
 
 from spt_cli.tables.aggregate import GroupTable, Table
 
-TARGET = "spt"
 TIE = 1e-12  # equal up to float noise: the same number of correct test examples
-TITLE = f"{TARGET.upper()} vs baselines (paired over seeds)"
 ALL = "all"  # the pooled column: every task-seed pair of one baseline
 
 
@@ -32,9 +31,14 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def title(table: GroupTable) -> str:
+    """`SPT vs baselines (paired over seeds)`."""
+    return f"{str(table.reference).upper()} vs baselines (paired over seeds)"
+
+
 @dataclass
 class Paired:
-    """SPT minus one baseline on one task, per seed (unscaled)."""
+    """The reference method minus one baseline on one task, per seed (unscaled)."""
 
     baseline: str
     task: str
@@ -62,10 +66,11 @@ class Paired:
         return sign_test(self.wins, self.losses)
 
 
-def compare(table: GroupTable, target: str = TARGET) -> list[Paired]:
-    """Every (baseline, task) with at least one seed that both it and `target` completed, in
-    the table's method and task order."""
-    if target not in table.methods:
+def compare(table: GroupTable) -> list[Paired]:
+    """Every (baseline, task) with at least one seed that both it and the table's reference
+    method completed, in the table's method and task order (none without a reference)."""
+    target = table.reference
+    if target is None or target not in table.methods:
         return []
     out: list[Paired] = []
     for baseline in (m for m in table.methods if m != target):
@@ -122,9 +127,9 @@ def notes(table: GroupTable) -> list[str]:
     if not pairs:
         return []
     return [
-        f"Cells: mean over seeds of {TARGET} minus the baseline (test main metric x100), on the "
-        f"seeds both have; {TARGET}'s wins-ties-losses; p: two-sided exact sign test, ties "
-        "dropped.",
+        f"Cells: mean over seeds of {table.reference} minus the baseline (test main metric x100), "
+        f"on the seeds both have; {table.reference}'s wins-ties-losses; p: two-sided exact sign "
+        "test, ties dropped.",
         reading(pairs),
         f"{ALL.capitalize()}: every task-seed pair of the row pooled (mean of the pairs, "
         "wins-ties-losses, sign test); tasks where no method leaves chance add pairs that are "
@@ -148,7 +153,7 @@ def to_paired_csv(result: Table) -> str:
         for pair in pairs + pooled(pairs):
             writer.writerow(
                 [table.model or "", "" if table.shots is None else table.shots, pair.task,
-                 table.metrics.get(pair.task, ""), TARGET, pair.baseline, len(pair.seeds),
+                 table.metrics.get(pair.task, ""), table.reference, pair.baseline, len(pair.seeds),
                  " ".join(map(str, pair.seeds)), repr(pair.mean), pair.wins, pair.ties,
                  pair.losses, repr(pair.p), " ".join(repr(d) for d in pair.diffs)]
             )  # fmt: skip

@@ -209,7 +209,7 @@ def _notes(table: GroupTable) -> list[str]:
 
 def paired_grid(table: GroupTable) -> tuple[list[str], list[list[str]]] | None:
     """(header, rows) of the paired table: a row per baseline, a column per task. Rows are
-    labelled ``spt - <baseline>`` so that no row shares its label with the main table's."""
+    labelled ``<reference> - <baseline>`` so that no row shares its label with the main table's."""
     pairs = paired.compare(table)
     if not pairs:
         return None
@@ -219,13 +219,13 @@ def paired_grid(table: GroupTable) -> tuple[list[str], list[list[str]]] | None:
     every = {p.baseline: p for p in paired.pooled(pairs)}
     rows = [
         [
-            f"{paired.TARGET} - {b}",
+            f"{table.reference} - {b}",
             *(paired.cell_text(by[(b, t)]) if (b, t) in by else MISSING_CELL for t in tasks),
             paired.cell_text(every[b]),
         ]
         for b in baselines
     ]
-    header = [f"{paired.TARGET} - baseline", *map(task_label, tasks), paired.ALL.capitalize()]
+    header = [f"{table.reference} - baseline", *map(task_label, tasks), paired.ALL.capitalize()]
     return header, rows
 
 
@@ -252,7 +252,7 @@ def to_markdown(result: Table) -> str:
             out.write("\n" + "\n".join(notes) + "\n")
         grid = paired_grid(table)
         if grid is not None:
-            out.write(f"\n#### {paired.TITLE}\n\n")
+            out.write(f"\n#### {paired.title(table)}\n\n")
             out.write(_markdown_table(*grid))
             out.write("\n" + "\n".join(paired.notes(table)) + "\n")
     if result.unattributed:
@@ -387,7 +387,7 @@ def to_latex(result: Table) -> str:
             for row in rows:
                 out.write(" & ".join(_tex(c) for c in row) + " \\\\\n")
             out.write("\\bottomrule\n\\end{tabular}\n")
-            out.write(rf"\caption{{{_tex(table.title)}: {_tex(paired.TITLE)}.}}" + "\n")
+            out.write(rf"\caption{{{_tex(table.title)}: {_tex(paired.title(table))}.}}" + "\n")
             out.write("\\end{table}\n")
             for line in paired.notes(table):
                 out.write(f"% {line}\n")

@@ -20,8 +20,11 @@ tables without rerunning anything.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
+import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -46,7 +49,7 @@ LINK_FILE = "same_as.json"
 # else, including modules added later, counts as numeric code.
 NOT_NUMERIC = (
     "__init__.py", "cli.py", "preflight.py", "config.py", "jobs.py", "rundir.py", "runlog.py",
-    "errors.py", "files.py", "net.py", "conf/", "tables/",
+    "errors.py", "files.py", "net.py", "stages/results.py", "conf/", "tables/",
 )  # fmt: skip
 
 
@@ -59,6 +62,23 @@ def fingerprint(cfg: DictConfig | dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _numeric(rel: str) -> bool:
+    """Whether the module at ``rel`` (below spt_cli/) can change a number."""
+    return not (rel in NOT_NUMERIC or rel.startswith(tuple(n for n in NOT_NUMERIC if n[-1] == "/")))
+
+
+def _identity(sources: Iterable[tuple[str, str]]) -> str:
+    """``src-<12 hex>`` of (path below spt_cli/, text) pairs, numeric modules only."""
+    digest = hashlib.sha256()
+    for rel, text in sorted(sources):
+        if not rel.endswith(".py") or not _numeric(rel):
+            continue
+        lines = (line.rstrip() for line in text.splitlines())
+        code = "\n".join(line for line in lines if line and not line.lstrip().startswith("#"))
+        digest.update(f"{rel}\0{code}\0".encode())
+    return "src-" + digest.hexdigest()[:12]
+
+
 def source_identity(package: Path) -> str:
     """``src-<12 hex>``: a hash of the numeric modules' sources below ``package``.
 
@@ -67,15 +87,10 @@ def source_identity(package: Path) -> str:
     and does see uncommitted edits. Blank lines and whole-line comments are left out, so
     rewording a comment does not make results stale; any other edit does.
     """
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        rel = path.relative_to(package).as_posix()
-        if rel in NOT_NUMERIC or rel.startswith(tuple(n for n in NOT_NUMERIC if n[-1] == "/")):
-            continue
-        lines = (line.rstrip() for line in path.read_text(encoding="utf-8").splitlines())
-        code = "\n".join(line for line in lines if line and not line.lstrip().startswith("#"))
-        digest.update(f"{rel}\0{code}\0".encode())
-    return "src-" + digest.hexdigest()[:12]
+    return _identity(
+        (p.relative_to(package).as_posix(), p.read_text(encoding="utf-8"))
+        for p in package.rglob("*.py")
+    )
 
 
 @lru_cache(maxsize=1)
@@ -100,6 +115,31 @@ def code_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "") if head else None
+
+
+@lru_cache(maxsize=64)
+def commit_identity(commit: str | None, package: Path | None = None) -> str | None:
+    """The numeric code identity of a clean ``commit`` of the checkout holding ``package``
+    (spt_cli's own folder unless given), for results written before runs noted theirs; None
+    when unknown (no git, as in an installed wheel; a commit not in this history; uncommitted
+    changes)."""
+    if not commit or commit.endswith("+dirty"):
+        return None
+    where = package or Path(__file__).resolve().parent
+    try:
+        tar = subprocess.run(
+            ["git", "-C", str(where), "archive", "--format=tar", commit, "."],
+            capture_output=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            sources = [
+                (m.name, archive.extractfile(m).read().decode("utf-8"))  # type: ignore[union-attr]
+                for m in archive.getmembers()
+                if m.isfile() and m.name.endswith(".py")
+            ]
+    except (OSError, subprocess.SubprocessError, tarfile.TarError, UnicodeDecodeError):
+        return None
+    return _identity(sources)
 
 
 # -- records -----------------------------------------------------------------------------------
@@ -198,7 +238,8 @@ def _completed_prior(data: dict[str, Any], policy: str, **where: Path) -> Prior:
     """A completed result (results.json or record) judged by the reuse policy."""
     versions = data.get("versions")
     source = versions if isinstance(versions, dict) else data  # results.json | record
-    code, commit = source.get("code"), source.get("commit")
+    commit = source.get("commit")
+    code = source.get("code") or commit_identity(commit)  # older results: from their commit
     state = "completed" if _reusable(code, policy) else "stale"
     return Prior(state, commit=commit, same_code=code == code_identity(), **where)
 

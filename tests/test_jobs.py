@@ -186,3 +186,23 @@ def test_code_identity_follows_the_numeric_code_only(tmp_path):
     (pkg / "model" / "gates.py").write_text("def gate(x):\n    return x * 2\n")
     (pkg / "model" / "new.py").write_text("Y = 0\n")
     assert source_identity(pkg) != first
+
+
+def test_results_of_older_runs_get_the_identity_of_their_commit(tmp_path):
+    """Results written before runs noted their code identity: derived from their commit."""
+    from spt_cli.jobs import commit_identity, source_identity
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    pkg = tmp_path / "pkg"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "model" / "gates.py").write_text("def gate(x):\n    return x * 2\n")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    then = source_identity(pkg)
+    (pkg / "model" / "gates.py").write_text("def gate(x):\n    return x * 3\n")
+    assert commit_identity(head, pkg) == then != source_identity(pkg)
+    assert commit_identity(head + "+dirty", pkg) is None  # what ran is not in the commit
+    assert commit_identity("0123456789ab", pkg) is None  # not in this history

@@ -133,6 +133,17 @@ def test_rerun_in_a_pinned_sweep_folder_skips_completed_and_continues_killed(tmp
     assert refusal in changed.stderr
     assert (done / "results.json").read_text() == kept
     assert "internal error" not in changed.stderr
+    kept_anyway = spt_run([*args[:-2], "reuse=any", *args[-2:]], tmp_path)
+    assert "skipped 2 job(s)" in kept_anyway.stderr
+    said = "0123456789ab (other code, reused as reuse=any asks; reuse=same_code with another "
+    assert said + "hydra.sweep.dir reruns it)" in kept_anyway.stderr
+    assert (done / "results.json").read_text() == kept
+
+    # Another config in the same pinned folder: nothing there is overwritten either.
+    other = spt_run([*args[:-2], "trainer.lr=0.01", *args[-2:]], tmp_path, check=False)
+    assert other.returncode == 1 and "internal error" not in other.stderr
+    assert f"{killed.resolve()} holds the completed result of another config" in other.stderr
+    assert (done / "results.json").read_text() == kept
 
 
 def test_a_result_of_other_code_is_rerun_unless_reuse_any(tmp_path):

@@ -163,22 +163,9 @@ def _reuse_prior_run(cfg, run_dir: Path, job: str, overrides: list[str]) -> Path
     prior = jobs.find_prior(cfg, run_dir)
     if prior.state is None:
         return run_dir
-    made = f"at commit {prior.commit}" if prior.commit else "at an unknown commit"
+    made = prior.made
     if prior.state == "occupied":
-        if not prior.same_config:
-            raise ConfigError(
-                f"{prior.run_dir} holds the completed result of another config; give this "
-                "sweep another hydra.sweep.dir (a finished result is never overwritten)"
-            )
-        if cfg.reuse == "never":
-            raise ConfigError(
-                f"reuse=never but {prior.run_dir} holds this job's completed result ({made}); "
-                "give another hydra.sweep.dir to rerun it beside that one"
-            )
-        raise ConfigError(
-            f"{prior.run_dir} holds this job's result {made} with other code; reuse=any "
-            "keeps it, or another hydra.sweep.dir reruns it beside that one"
-        )
+        raise ConfigError(jobs.occupied_problem(prior, str(cfg.reuse)))
     if prior.state == "stale":
         why = "reuse=never" if cfg.reuse == "never" else "it ran with other code"
         print(f"rerun: {job} completed before {made} ({prior.where}), not reused: {why}; "

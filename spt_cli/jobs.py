@@ -218,6 +218,30 @@ class Prior:
         """The run directory or record holding the earlier result."""
         return self.run_dir or self.record
 
+    @property
+    def made(self) -> str:
+        """``at commit C`` (or ``at an unknown commit``), for messages."""
+        return f"at commit {self.commit}" if self.commit else "at an unknown commit"
+
+
+def occupied_problem(prior: Prior, policy: str) -> str:
+    """Why a sweep job cannot run in its own (pinned) folder: it holds a finished result the
+    rerun would not reuse, and a finished result is never overwritten."""
+    if not prior.same_config:
+        return (
+            f"{prior.run_dir} holds the completed result of another config; give this sweep "
+            "another hydra.sweep.dir (a finished result is never overwritten)"
+        )
+    if policy == "never":
+        return (
+            f"reuse=never but {prior.run_dir} holds this job's completed result "
+            f"({prior.made}); give another hydra.sweep.dir to rerun it beside that one"
+        )
+    return (
+        f"{prior.run_dir} holds this job's result {prior.made} with other code; reuse=any "
+        "keeps it, or another hydra.sweep.dir reruns it beside that one"
+    )
+
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:

@@ -125,12 +125,12 @@ def test_rerun_in_a_pinned_sweep_folder_skips_completed_and_continues_killed(tmp
     _other_code(done / "results.json")
     kept = (done / "results.json").read_text()
     changed = spt_run(args, tmp_path, check=False)
-    assert changed.returncode == 1
+    assert changed.returncode == 2  # refused before any job runs
     refusal = (
-        f"error: {job0}: {done.resolve()} holds "
-        "this job's result at commit 0123456789ab with other code; reuse=any keeps it"
+        f"{done.resolve()} holds this job's result at commit 0123456789ab with other code; "
+        "reuse=any keeps it"
     )
-    assert refusal in changed.stderr
+    assert "error: sweep job 0 (" in changed.stderr and refusal in changed.stderr
     assert (done / "results.json").read_text() == kept
     assert "internal error" not in changed.stderr
     kept_anyway = spt_run([*args[:-2], "reuse=any", *args[-2:]], tmp_path)
@@ -141,8 +141,8 @@ def test_rerun_in_a_pinned_sweep_folder_skips_completed_and_continues_killed(tmp
 
     # Another config in the same pinned folder: nothing there is overwritten either.
     other = spt_run([*args[:-2], "trainer.lr=0.01", *args[-2:]], tmp_path, check=False)
-    assert other.returncode == 1 and "internal error" not in other.stderr
-    assert f"{killed.resolve()} holds the completed result of another config" in other.stderr
+    assert other.returncode == 2 and "internal error" not in other.stderr
+    assert f"{done.resolve()} holds the completed result of another config" in other.stderr
     assert (done / "results.json").read_text() == kept
 
 

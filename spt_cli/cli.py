@@ -18,10 +18,19 @@ from spt_cli import jobs
 from spt_cli.config import GROUPS, STAGES, group_choices, validate
 from spt_cli.errors import ConfigError, RuntimeFailure, SptError
 from spt_cli.preflight import preflight, resume_problem, split_overrides
-from spt_cli.rundir import ENVIRONMENT_ERRNOS, cleanup_failed_run, lock_run_dir
+from spt_cli.rundir import (
+    ENVIRONMENT_ERRNOS,
+    cleanup_failed_run,
+    entries,
+    existing_base,
+    lock_run_dir,
+    note_base,
+)
 
 _DEBUG = False
 _FAILED: list[str] = []
+# States of sweep jobs reused in their own (pinned) folder, which holds no same_as.json link.
+_REUSED_IN_PLACE: list[str] = []
 
 
 def _fail(message: str, code: int) -> None:
@@ -80,14 +89,19 @@ def run_job(cfg) -> float | None:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     lock: IO[str] | None = None
     owner = False  # False while another process may own run_dir: never clean it up then
+    before: frozenset[str] = frozenset()
     try:
         if multirun:
             job = f"job {hc.job.num} ({' '.join(overrides)})"
             run_dir = _reuse_prior_run(cfg, run_dir, job, overrides)
             if run_dir is None:
                 return None
+        before = entries(run_dir)  # what this job did not create: a failure leaves it
         lock = lock_run_dir(run_dir)
         owner = True
+        if multirun and not cfg.resume:
+            # An earlier failure of this job in the same (pinned) folder: it runs again now.
+            (run_dir / "failed.json").unlink(missing_ok=True)
         validate(cfg)
         if cfg.resume and (problem := resume_problem(run_dir)):
             raise ConfigError(problem)
@@ -118,7 +132,7 @@ def run_job(cfg) -> float | None:
         # instead of starting its next job (a scheduler's SIGKILL follows its SIGTERM).
         stopped = code in (130, 143)
         if owner and not cfg.resume and not stopped:
-            cleanup_failed_run(run_dir)
+            cleanup_failed_run(run_dir, before)
         if multirun and not stopped:
             # A sweep goes on with its other jobs; this one is recorded as failed for `table`.
             print(f"error: job {hc.job.num} ({' '.join(overrides)}): {message}", file=sys.stderr)
@@ -141,15 +155,34 @@ def run_job(cfg) -> float | None:
 
 def _reuse_prior_run(cfg, run_dir: Path, job: str, overrides: list[str]) -> Path | None:
     """The directory this sweep job should run in: None to skip a job that already completed
-    with the same config, the old directory (resume=true) of a killed one, else ``run_dir``."""
+    with the same config (and code, unless ``reuse=any``), the old directory (resume=true) of
+    a killed one, else ``run_dir``. A pinned sweep folder's finished result is never
+    overwritten: a job whose folder holds one that is not reused fails instead."""
     from omegaconf import open_dict
 
     prior = jobs.find_prior(cfg, run_dir)
     if prior.state is None:
         return run_dir
-    jobs.link(run_dir, prior)
+    made = prior.made
+    if prior.state == "occupied":
+        raise ConfigError(jobs.occupied_problem(prior, str(cfg.reuse)))
+    if prior.state == "stale":
+        why = "reuse=never" if cfg.reuse == "never" else "it ran with other code"
+        print(f"rerun: {job} completed before {made} ({prior.where}), not reused: {why}; "
+              "reuse=any reuses it", file=sys.stderr)  # fmt: skip
+        return run_dir
+    in_place = prior.run_dir is not None and prior.run_dir == run_dir.resolve()
+    if in_place:
+        _REUSED_IN_PLACE.append(str(prior.state))
+    else:
+        jobs.link(run_dir, prior)
     if prior.state == "completed":
-        print(f"skip: {job} completed before: {prior.run_dir or prior.record}", file=sys.stderr)
+        code = "same code" if prior.same_code else "other code, reused as reuse=any asks"
+        force = "reuse=never" if prior.same_code else "reuse=same_code"
+        # A pinned folder's result is never overwritten: a rerun needs a folder of its own.
+        force += " with another hydra.sweep.dir" if in_place else ""
+        print(f"skip: {job} completed before {made} ({code}; {force} reruns it): "
+              f"{prior.where}", file=sys.stderr)  # fmt: skip
         jobs.carry_record(cfg, prior, overrides)
         return None
     print(f"continue: {job} from the checkpoint in {prior.run_dir}", file=sys.stderr)
@@ -212,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         # Hydra resolves the default ${now:...} sweep dir itself; pin the one preflight
         # resolved, to find the failed.json of jobs that ran in other processes afterwards.
         pinned = [f"hydra.sweep.dir='{out}'"]
+    # Before Hydra creates the run (sweep) directory: a failed run removes only what it made.
+    note_base(existing_base(out) if out is not None else None)
+    _REUSED_IN_PLACE.clear()
     sys.argv = [sys.argv[0], *flags, f"stage={stage}", *overrides, *pinned]
     started = time.time()
     _hydra_entry()
@@ -255,6 +291,7 @@ def _report_reused(sweep_dir: Path, since: float) -> None:
                 states.append(json.loads(path.read_text(encoding="utf-8"))["state"])
         except (OSError, ValueError, KeyError):
             continue
+    states += _REUSED_IN_PLACE
     skipped, resumed = states.count("completed"), states.count("resumable")
     if skipped or resumed:
         print(

@@ -38,6 +38,9 @@ SEARCH_CHOICES = {
     "select": ("gates", "ablation"),
 }
 
+# ``reuse``: what a rerun sweep may reuse of an earlier run of the same config (spt_cli.jobs).
+REUSE_POLICIES = ("same_code", "any", "never")
+
 
 def check_search_options(scfg: Any) -> None:
     """Refuse an unknown value of a ``search.*`` choice with a one-line error."""
@@ -151,6 +154,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"search.alpha_portion must be in (0, 1), got {portion!r}; "
             "e.g. search.alpha_portion=0.5"
+        )
+    if str(cfg.reuse) not in REUSE_POLICIES:
+        raise ConfigError(
+            f"reuse={cfg.reuse} is not known; use {' | '.join(REUSE_POLICIES)} (e.g. reuse=any)"
         )
     if cfg.split.name == "few_shot" and cfg.shots == 0:
         raise ConfigError("split=few_shot needs shots=K (K > 0), e.g. shots=16")

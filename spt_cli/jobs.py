@@ -4,7 +4,12 @@ A job's *fingerprint* hashes its composed config, leaving out what cannot change
 (Hydra's own settings, logging, resume flags, where records go). A sweep remembers every job it
 starts in ``job_index`` (fingerprint -> run directory); rerunning the sweep command skips a job
 whose run completed with the same fingerprint, or whose compact record exists, and continues a
-killed job in its old run directory from its checkpoint.
+killed job in its old run directory from its checkpoint. The sweep folder may be timestamped
+(the index finds the job's earlier folder) or pinned (``hydra.sweep.dir=X``: the job's own
+folder holds what its earlier run left).
+
+A result is reused only when the code that computes numbers is the same (:func:`code_identity`),
+unless ``reuse=any`` asks for reuse across code versions; ``reuse=never`` reruns every job.
 
 A *record* is a small JSON copy of a completed run's results (config essentials, metrics,
 selected layers and gates, parameters, wall time, commit) written under ``records`` when that
@@ -15,8 +20,11 @@ tables without rerunning anything.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
+import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,23 +32,71 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from spt_cli.config import to_plain
+from spt_cli.config import REUSE_POLICIES, to_plain
 from spt_cli.files import write_json
 
 # Top-level keys that never change a run's numbers.
 NOT_FINGERPRINTED = (
     "hydra", "resume", "debug", "logger", "records", "job_index", "runs", "lower_cache_dir",
-    "table",
+    "table", "reuse",
 )  # fmt: skip
 RECORD_FORMAT = "spt-cli-record/1"
 LINK_FILE = "same_as.json"
 
 
-def fingerprint(cfg: DictConfig) -> str:
-    """12 hex digits identifying what a job computes (its config without bookkeeping keys)."""
-    plain = {k: v for k, v in to_plain(cfg).items() if k not in NOT_FINGERPRINTED}
+# Modules (paths below spt_cli/) that orchestrate, validate, log, store or tabulate: a change
+# there cannot change a number, so it must not make every earlier result stale. Everything
+# else, including modules added later, counts as numeric code.
+NOT_NUMERIC = (
+    "__init__.py", "cli.py", "preflight.py", "config.py", "jobs.py", "rundir.py", "runlog.py",
+    "errors.py", "files.py", "net.py", "stages/results.py", "conf/", "tables/",
+)  # fmt: skip
+
+
+def fingerprint(cfg: DictConfig | dict[str, Any]) -> str:
+    """12 hex digits identifying what a job computes (its config without bookkeeping keys);
+    ``cfg`` may also be the plain config a results.json embeds."""
+    config = cfg if isinstance(cfg, dict) else to_plain(cfg)
+    plain = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _numeric(rel: str) -> bool:
+    """Whether the module at ``rel`` (below spt_cli/) can change a number."""
+    return not (rel in NOT_NUMERIC or rel.startswith(tuple(n for n in NOT_NUMERIC if n[-1] == "/")))
+
+
+def _identity(sources: Iterable[tuple[str, str]]) -> str:
+    """``src-<12 hex>`` of (path below spt_cli/, text) pairs, numeric modules only."""
+    digest = hashlib.sha256()
+    for rel, text in sorted(sources):
+        if not rel.endswith(".py") or not _numeric(rel):
+            continue
+        lines = (line.rstrip() for line in text.splitlines())
+        code = "\n".join(line for line in lines if line and not line.lstrip().startswith("#"))
+        digest.update(f"{rel}\0{code}\0".encode())
+    return "src-" + digest.hexdigest()[:12]
+
+
+def source_identity(package: Path) -> str:
+    """``src-<12 hex>``: a hash of the numeric modules' sources below ``package``.
+
+    Chosen over the git commit because it needs no git (an installed wheel has none), does not
+    change with commits that leave the numeric code alone (docs, records, scripts, the CLI),
+    and does see uncommitted edits. Blank lines and whole-line comments are left out, so
+    rewording a comment does not make results stale; any other edit does.
+    """
+    return _identity(
+        (p.relative_to(package).as_posix(), p.read_text(encoding="utf-8"))
+        for p in package.rglob("*.py")
+    )
+
+
+@lru_cache(maxsize=1)
+def code_identity() -> str:
+    """The identity of the numeric code running now (:func:`source_identity` of spt_cli)."""
+    return source_identity(Path(__file__).resolve().parent)
 
 
 @lru_cache(maxsize=1)
@@ -61,6 +117,31 @@ def code_commit() -> str | None:
     return head + ("+dirty" if dirty else "") if head else None
 
 
+@lru_cache(maxsize=64)
+def commit_identity(commit: str | None, package: Path | None = None) -> str | None:
+    """The numeric code identity of a clean ``commit`` of the checkout holding ``package``
+    (spt_cli's own folder unless given), for results written before runs noted theirs; None
+    when unknown (no git, as in an installed wheel; a commit not in this history; uncommitted
+    changes)."""
+    if not commit or commit.endswith("+dirty"):
+        return None
+    where = package or Path(__file__).resolve().parent
+    try:
+        tar = subprocess.run(
+            ["git", "-C", str(where), "archive", "--format=tar", commit, "."],
+            capture_output=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            sources = [
+                (m.name, archive.extractfile(m).read().decode("utf-8"))  # type: ignore[union-attr]
+                for m in archive.getmembers()
+                if m.isfile() and m.name.endswith(".py")
+            ]
+    except (OSError, subprocess.SubprocessError, tarfile.TarError, UnicodeDecodeError):
+        return None
+    return _identity(sources)
+
+
 # -- records -----------------------------------------------------------------------------------
 def record_path(records: Path, results: dict[str, Any], fp: str) -> Path:
     """``<records>/<task>/<method>/<stage>-<shots>shot-seed<seed>-<fingerprint>.json``."""
@@ -77,8 +158,11 @@ def make_record(results: dict[str, Any], fp: str, overrides: list[str]) -> dict[
             "prompt_layers", "best_step", "steps", "search_diagnostics", "wall_time_s")  # fmt: skip
     # The commit that ran it (a record carried later, for a skipped job, keeps it); results
     # written before runs noted their commit fall back on the code's commit now.
-    commit = (results.get("versions") or {}).get("commit") or code_commit()
-    record = {"format": RECORD_FORMAT, "fingerprint": fp, "commit": commit}
+    versions = results.get("versions") or {}
+    commit = versions.get("commit") or code_commit()
+    # The numeric code's identity only when the run noted it: an older run's is unknown.
+    record = {"format": RECORD_FORMAT, "fingerprint": fp, "commit": commit,
+              "code": versions.get("code")}  # fmt: skip
     record.update({k: results[k] for k in keep if k in results})
     params = results.get("parameters") or {}
     counts = ("trainable", "backbone", "percent")
@@ -114,54 +198,138 @@ def find_record(records: Path, fp: str) -> Path | None:
 # -- the job index -----------------------------------------------------------------------------
 @dataclass
 class Prior:
-    """What an earlier run of the same job left: ``completed`` (skip it), ``resumable`` (a
-    checkpoint to continue from) or nothing."""
+    """What an earlier run of the same job left, and what the rerun does with it.
+
+    ``state``: ``completed`` (skip the job), ``resumable`` (continue from its checkpoint),
+    ``stale`` (completed, but ``reuse`` refuses it: the job runs again), ``occupied`` (the
+    job's own pinned folder holds a completed result that is not reused: never overwritten)
+    or None (nothing before).
+    """
 
     state: str | None = None
     run_dir: Path | None = None
     record: Path | None = None
+    commit: str | None = None  # the commit that produced a completed result, when known
+    same_code: bool = False  # produced by the numeric code running now
+    same_config: bool = True  # False: ``occupied`` by another config's result
+
+    @property
+    def where(self) -> Path | None:
+        """The run directory or record holding the earlier result."""
+        return self.run_dir or self.record
+
+    @property
+    def made(self) -> str:
+        """``at commit C`` (or ``at an unknown commit``), for messages."""
+        return f"at commit {self.commit}" if self.commit else "at an unknown commit"
 
 
-def _completed(run_dir: Path) -> bool:
+def occupied_problem(prior: Prior, policy: str) -> str:
+    """Why a sweep job cannot run in its own (pinned) folder: it holds a finished result the
+    rerun would not reuse, and a finished result is never overwritten."""
+    if not prior.same_config:
+        return (
+            f"{prior.run_dir} holds the completed result of another config; give this sweep "
+            "another hydra.sweep.dir (a finished result is never overwritten)"
+        )
+    if policy == "never":
+        return (
+            f"reuse=never but {prior.run_dir} holds this job's completed result "
+            f"({prior.made}); give another hydra.sweep.dir to rerun it beside that one"
+        )
+    return (
+        f"{prior.run_dir} holds this job's result {prior.made} with other code; reuse=any "
+        "keeps it, or another hydra.sweep.dir reruns it beside that one"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return results.get("status") == "completed"
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _reusable(code: str | None, policy: str) -> bool:
+    """Whether ``reuse=policy`` accepts a result (or checkpoint) of numeric code ``code``."""
+    if policy not in REUSE_POLICIES:
+        raise ValueError(f"reuse={policy!r} is not one of {REUSE_POLICIES}")
+    return policy == "any" or (policy == "same_code" and code == code_identity())
+
+
+def _completed_prior(data: dict[str, Any], policy: str, **where: Path) -> Prior:
+    """A completed result (results.json or record) judged by the reuse policy."""
+    versions = data.get("versions")
+    source = versions if isinstance(versions, dict) else data  # results.json | record
+    commit = source.get("commit")
+    code = source.get("code") or commit_identity(commit)  # older results: from their commit
+    state = "completed" if _reusable(code, policy) else "stale"
+    return Prior(state, commit=commit, same_code=code == code_identity(), **where)
 
 
 def find_prior(cfg: DictConfig, run_dir: Path) -> Prior:
-    """The earlier run of this job (same fingerprint) that a rerun sweep should reuse."""
-    fp = fingerprint(cfg)
+    """The earlier run of this job (same fingerprint) that a rerun sweep should reuse.
+
+    Looks at the records folder, the job index's entry, and ``run_dir`` itself (a pinned
+    sweep folder puts the rerun job in the folder of its earlier run).
+    """
+    fp, policy = fingerprint(cfg), str(cfg.reuse)
+    own = run_dir.resolve()
+    stale = Prior()
     if cfg.records and (rec := find_record(Path(str(cfg.records)), fp)):
-        return Prior("completed", record=rec)
-    entry = Path(str(cfg.job_index)) / f"{fp}.json"
-    try:
-        old = Path(json.loads(entry.read_text(encoding="utf-8"))["run_dir"])
-    except (OSError, ValueError, KeyError):
-        return Prior()
-    if old.resolve() == run_dir.resolve() or not old.is_dir():
-        return Prior()
-    if _completed(old):
-        return Prior("completed", run_dir=old)
-    if (old / "checkpoints").is_dir() and not (old / "failed.json").exists():
-        return Prior("resumable", run_dir=old)
-    return Prior()
+        if (data := _read_json(rec)) is not None:
+            prior = _completed_prior(data, policy, record=rec)
+            if prior.state == "completed":
+                return prior
+            stale = prior
+    entry = _read_json(Path(str(cfg.job_index)) / f"{fp}.json") or {}
+    indexed = Path(str(entry["run_dir"])).resolve() if "run_dir" in entry else None
+    for old in dict.fromkeys(p for p in (indexed, own) if p is not None):
+        if not old.is_dir():
+            continue
+        results = _read_json(old / "results.json")
+        if results is not None and results.get("status") == "completed":
+            config = results.get("config")
+            if isinstance(config, dict) and fingerprint(config) == fp:
+                prior = _completed_prior(results, policy, run_dir=old)
+                if prior.state == "completed":
+                    return prior
+                if old == own:
+                    prior.state = "occupied"
+                    return prior
+                stale = stale if stale.state else prior
+            elif old == own:  # a pinned folder reused by another config: keep its result
+                return Prior("occupied", run_dir=old, same_config=False)
+            continue
+        # A killed run: its index entry vouches for the config (and names the code) of the
+        # checkpoint; a folder without one may hold anything, and starts afresh.
+        if (
+            old == indexed
+            and (old / "checkpoints").is_dir()
+            and not (old / "failed.json").exists()
+            and _reusable(entry.get("code"), policy)
+        ):
+            return Prior("resumable", run_dir=old, same_code=entry.get("code") == code_identity())
+    return stale
 
 
 def remember(cfg: DictConfig, run_dir: Path) -> None:
-    """Note in the job index that this job runs in ``run_dir``."""
+    """Note in the job index that this job runs in ``run_dir`` with the code running now."""
     entry = Path(str(cfg.job_index)) / f"{fingerprint(cfg)}.json"
-    write_json(entry, {"run_dir": str(run_dir.resolve())})
+    write_json(entry, {"run_dir": str(run_dir.resolve()), "code": code_identity()})
 
 
 def carry_record(cfg: DictConfig, prior: Prior, overrides: list[str]) -> Path | None:
     """A skipped job's record in ``cfg.records`` too, when it completed under another records
-    folder (a grid's runs reused by a table sweep); nothing when it is there already."""
+    folder (a grid's runs reused by a table sweep), or replacing a record there that ``reuse``
+    refused; nothing when a reusable one is there already. The record keeps the commit and
+    code identity of the run that produced it."""
     if not cfg.records or prior.state != "completed":
         return None
     fp = fingerprint(cfg)
-    if find_record(Path(str(cfg.records)), fp):
+    existing = find_record(Path(str(cfg.records)), fp)
+    if existing and _reusable((_read_json(existing) or {}).get("code"), str(cfg.reuse)):
         return None
     if prior.record is not None:
         record = json.loads(prior.record.read_text(encoding="utf-8"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spt_cli.config import GROUPS, group_choices, validate
 from spt_cli.errors import ConfigError, RuntimeFailure, SptError
+from spt_cli.jobs import find_prior, occupied_problem
 from spt_cli.rundir import check_not_in_use
 
 
@@ -154,6 +155,25 @@ def _compose(stage: str, job: list[str]):
         raise ConfigError(_compose_message(exc)) from exc
 
 
+def _occupied(cfg, num: int) -> str | None:
+    """Why sweep job ``num`` cannot run in its folder of a pinned sweep folder (one holding a
+    finished result the rerun would not reuse), found before Hydra writes its config there;
+    the job checks again as it starts."""
+    from omegaconf import OmegaConf, open_dict
+
+    try:
+        with open_dict(cfg):
+            cfg.hydra.job.num = num
+        job_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+    except Exception:  # noqa: BLE001 - interpolations only Hydra's runtime can resolve
+        return None
+    if not job_dir.is_dir():
+        return None
+    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    prior = find_prior(job_cfg, job_dir)
+    return occupied_problem(prior, str(cfg.reuse)) if prior.state == "occupied" else None
+
+
 def _sweeper_params(cfg, overrides: list[str]) -> list[str]:
     """``hydra.sweeper.params`` sweeps (set by an experiment) for keys the command line does
     not set itself: Hydra's basic sweeper adds those to every job."""
@@ -187,6 +207,8 @@ def preflight(stage: str, overrides: list[str], multirun: bool = False) -> Path 
                     if len(jobs) == 1:
                         raise
                     raise ConfigError(f"sweep job {i} ({' '.join(job)}): {exc}") from None
+                if multirun and (problem := _occupied(job_cfg, i)):
+                    raise ConfigError(f"sweep job {i} ({' '.join(job)}): {problem}")
     finally:
         GlobalHydra.instance().clear()
     out = _output_dir(cfg, multirun)

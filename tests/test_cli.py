@@ -49,6 +49,7 @@ def test_help_lists_stages_groups_and_choices(capsys):
         (["search", "split=few_shot"], "split=few_shot needs shots=K"),
         (["search", "search.order=third"], "search.order=third is not known"),
         (["search", "search.hessian=exact"], "search.hessian=exact is not known"),
+        (["train", "reuse=always"], "reuse=always is not known; use same_code | any | never"),
         (["search", "-m", "dataset=rte,nope"], "unknown dataset 'nope'"),
         # Every job of a sweep is checked before the first one runs.
         (["search", "-m", "seed=13,abc"], "sweep job 1 (seed=abc): seed must be an integer"),

@@ -604,6 +604,26 @@ def test_output_directory_under_a_file(sweep, capsys, in_tmp):
     assert (in_tmp / "afile").read_text() == "" and not (in_tmp / "outputs").exists()
 
 
+def test_a_failed_run_removes_only_what_it_created(tmp_path):
+    """A run that fails (missing data) removes its run directory and the parents it made, and
+    nothing that was there before: not the user's empty folders, not their files."""
+    env = cli_env()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    (tmp_path / "outputs").mkdir()  # made by the user before the first run
+    fail = ["data", *TINY, "data.root=/nonexistent", "data.hub=false"]
+    for where in ("hydra.run.dir=mine/sub/run", "hydra.run.dir=notes", None):
+        args = [*fail, where] if where else fail
+        proc = subprocess.run([SPT_RUN, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True)  # fmt: skip
+        assert proc.returncode == 3 and "not a folder: /nonexistent" in error_line(proc.stderr)
+    assert list((tmp_path / "mine").iterdir()) == []  # mine/sub (the run's) removed, mine kept
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]  # no .hydra left
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    assert list((tmp_path / "outputs").iterdir()) == []  # outputs/data/... removed, outputs kept
+
+
 def test_read_only_output_directory(capsys, in_tmp, monkeypatch):
     """A directory without write permission (for root, which ignores mode bits, the
     permission check is patched to answer as it would for any other user)."""

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
 from spt_cli.files import write_json
-from spt_cli.jobs import code_commit
+from spt_cli.jobs import code_commit, code_identity
 from spt_cli.stages.common import Setup, majority
 
 
@@ -33,7 +33,8 @@ class Fit:
 
 
 def versions() -> dict[str, str | None]:
-    """Package versions recorded in every results.json, and the code's git commit."""
+    """Package versions recorded in every results.json, the code's git commit and the identity
+    of its numeric code (what a rerun sweep compares before reusing the result)."""
     import datasets
     import transformers
 
@@ -42,6 +43,7 @@ def versions() -> dict[str, str | None]:
     return {
         "spt_cli": spt_cli.__version__,
         "commit": code_commit(),
+        "code": code_identity(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -139,6 +139,11 @@ def run_table(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "a records folder or a quoted glob"
         )
     records = _of_seeds(records, cfg.table.seeds)
+    commits = sorted({r.commit or "unknown" for r in records if r.completed})
+    if len(commits) > 1:
+        # Numbers of several code versions side by side: say so, the reader decides.
+        print(f"table: the runs come from {len(commits)} commits: {', '.join(commits)}",
+              file=sys.stderr)  # fmt: skip
     result = build_table(records, select, Layout.from_conf(cfg.table))
     files = write_outputs(result, Path(out_dir))
     if cfg.table.grids is not None:

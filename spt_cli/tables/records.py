@@ -48,6 +48,7 @@ class RunRecord:
     overrides: list[str] | None = None  # the job's command-line overrides, when known
     config: dict[str, Any] | None = field(default=None, repr=False)  # composed config, if known
     fingerprint: str | None = None  # records only (run directories do not store it)
+    commit: str | None = None  # the git commit that produced it, when noted
     source: str = "run"  # "run": a run directory (path); "record": a record file (path)
     # What sets this run apart from the other runs of its table cell (its overrides that differ
     # there, e.g. "trainer.lr=0.02"), and a sort key for it; filled in by the aggregation.
@@ -193,6 +194,9 @@ def _from_results(
     if isinstance(data.get("config"), dict):
         rec.config = data["config"]
 
+    versions = data.get("versions")  # results.json notes it there, a record at the top
+    commit = (versions if isinstance(versions, dict) else data).get("commit")
+    rec.commit = str(commit) if commit else None
     rec.status = str(data.get("status") or "missing status")
     rec.main_metric = data.get("main_metric") if isinstance(data.get("main_metric"), str) else None
     rec.test = _metric(data.get("test"), rec.main_metric)

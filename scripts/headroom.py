@@ -1,0 +1,104 @@
+"""Headroom study (docs/search.md, "Where a selection could win"): per regime, how far apart
+the retrained layer subsets are and how rules and signals do against them, from committed
+records only (nothing is trained here; the records come from scripts/headroom_fulldata.sh and
+`spt-run controls`).
+
+    python scripts/headroom.py report     # -> results/headroom/report.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from spt_cli.search.headroom import headroom_by_task, headroom_markdown, middle_k
+from spt_cli.search.study import (
+    RANDOM,
+    best_on_dev,
+    entry,
+    last_k,
+    load_controls,
+    reference_entries,
+    rows_markdown,
+    rule_entries,
+    score_entries,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTROLS = ROOT / "results" / "controls"
+OUT = ROOT / "results" / "headroom"
+MAX_SUBSETS = 20  # controls.max_subsets when these records were made
+
+# regime -> (control folder, tasks, the full-data table's searches to score, if any)
+REGIMES = {
+    "(a) MiniLM, full data": ("minilm/0shot", ("sst2", "mr", "mpqa", "subj", "trec", "cr"),
+                              ROOT / "results" / "fulldata"),
+    "MiniLM, 16 shots (docs/search.md above)": ("minilm/16shot",
+                                                ("sst2", "mr", "mpqa", "subj", "trec"), None),
+}  # fmt: skip
+
+
+def one_thread_no_input_prompt(data: dict) -> bool:
+    """The study's protocol: no input prompt under the retrained gates, one torch thread."""
+    proto = data["protocol"]
+    return proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
+
+
+def searched_entries(folder: Path, controls: dict) -> tuple[list[dict], list[dict]]:
+    """Entries of the searches in a table's records: by gates (what the search kept) and by
+    ablation (its other selection)."""
+    gates, ablation = [], []
+    for path in sorted(folder.glob("*/spt/search-*.json")):
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        key = (rec["task"], rec["seed"])
+        if key not in controls:
+            continue
+        gates.append(entry("SPT-DARTS gates (table)", *key, rec["selected_layers"], controls[key]))
+        diag = rec.get("search_diagnostics") or {}
+        if diag.get("by_ablation"):
+            ablation.append(entry("SPT-DARTS ablation (table)", *key, diag["by_ablation"],
+                                  controls[key]))  # fmt: skip
+    return gates, ablation
+
+
+def regime_report(name: str, folder: str, tasks: tuple[str, ...], searches: Path | None) -> str:
+    controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
+    seeds = sorted({s for _, s in controls})
+    lines = [f"### {name}", "",
+             f"Control records: `results/controls/{folder}/` ({len(controls)} complete "
+             f"task-seeds, seeds {', '.join(map(str, seeds))}).", "",
+             headroom_markdown(headroom_by_task(controls, tasks)), ""]  # fmt: skip
+    rules = [("ref: last K blocks", last_k), ("ref: middle K blocks", middle_k),
+             ("ref: best on dev", best_on_dev)]  # fmt: skip
+    rows = []
+    if searches is not None:
+        for found in searched_entries(searches, controls):
+            if found:
+                rows.append(score_entries(found[0]["variant"], found, controls, tasks))
+    rows += [score_entries(n, rule_entries(n, r, controls), controls, tasks) for n, r in rules]
+    chance = [e for e in reference_entries(controls) if e["variant"] == RANDOM]
+    rows.append(score_entries(RANDOM, chance, controls, tasks))
+    lines += [rows_markdown(rows, {}, tasks), ""]
+    return "\n".join(lines)
+
+
+def cmd_report(_: argparse.Namespace) -> int:
+    parts = ["<!-- python scripts/headroom.py report: generated from committed records -->", ""]
+    parts += [regime_report(name, *spec) for name, spec in REGIMES.items()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "report.md").write_text("\n".join(parts), encoding="utf-8")
+    print("\n".join(parts))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("report")
+    opts = parser.parse_args()
+    return {"report": cmd_report}[opts.cmd](opts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Headroom of a regime and selection signals ranked against the truth, from control records.
+
+A *regime* is a backbone, a data size and a protocol: its control records hold every retrained
+K-subset of each task-seed (or a seeded sample). Before comparing selection rules, this module
+says how much room a rule has (how far apart the subsets are, what the best on dev gains over
+a random pick, what "the last K" or "the middle K" gain) and how well a *signal* (any score per
+subset: a prior, gates, an ablation) ranks the subsets as dev and test do (Kendall tau, as
+NAS benchmarks report it). Nothing here trains a model.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from spt_cli.search.controls import subset_key
+from spt_cli.search.study import (
+    TaskSeed,
+    best_on_dev,
+    dev_percentile,
+    last_k,
+    mean,
+    mean_test,
+    spread,
+    subset_layers,
+)
+
+# subset (sorted block indices) -> score; higher = the signal prefers it
+Signal = Callable[[dict[str, Any], list[int]], float | None]
+
+
+def middle_k(control: dict[str, Any]) -> list[int]:
+    """The K consecutive candidates centred nearest the backbone's middle block (L/2, the
+    block LPT prompts); ties go to the later set."""
+    cands = sorted(control["candidates"])
+    k = int(control["k"])
+    middle = (max(cands) + 1) / 2  # candidates are blocks 1..L-1
+    windows = [cands[i : i + k] for i in range(len(cands) - k + 1)]
+    return min(windows, key=lambda w: (abs(statistics.fmean(w) - middle), -w[0]))
+
+
+def later_is_better(control: dict[str, Any], layers: list[int]) -> float:
+    """The prior "later blocks are better prompt layers": the mean block index."""
+    return statistics.fmean(layers)
+
+
+def kendall(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Kendall's tau-b of two score lists (None when either is constant)."""
+    from scipy.stats import kendalltau
+
+    with warnings.catch_warnings():  # constant input: reported as None, not a warning
+        warnings.simplefilter("ignore")
+        tau = kendalltau(xs, ys).statistic
+    return None if tau != tau else float(tau)
+
+
+def signal_tau(control: dict[str, Any], signal: Signal) -> dict[str, float | None]:
+    """Kendall tau of a signal's scores with the subsets' dev and test scores (the subsets
+    the signal scores; None when it scores fewer than three)."""
+    rows = []
+    for key, v in control["subsets"].items():
+        score = signal(control, subset_layers(key))
+        if score is not None:
+            rows.append((score, v["dev"], v["test"]))
+    if len(rows) < 3:
+        return {"dev": None, "test": None}
+    scores, devs, tests = zip(*rows)
+    return {"dev": kendall(scores, devs), "test": kendall(scores, tests)}
+
+
+def gain(control: dict[str, Any], layers: Sequence[int]) -> float | None:
+    """Test of ``layers`` minus the mean test of all subsets (None: not retrained)."""
+    entry = control["subsets"].get(subset_key(layers))
+    return None if entry is None else entry["test"] - mean_test(control)
+
+
+def headroom(control: dict[str, Any]) -> dict[str, float | None]:
+    """One task-seed's room for a selection rule: `spread` plus the last K's and the middle
+    K's test gain and dev percentile, and how "later is better" ranks the subsets."""
+    out: dict[str, float | None] = dict(spread(control))
+    out["dev_mean"] = statistics.fmean(v["dev"] for v in control["subsets"].values())
+    out["test_mean"] = mean_test(control)
+    for name, rule in (("last_k", last_k), ("middle_k", middle_k)):
+        out[f"{name}_gain"] = gain(control, rule(control))
+        out[f"{name}_pct"] = dev_percentile(rule(control), control)
+    prior = signal_tau(control, later_is_better)
+    out["later_tau_dev"], out["later_tau_test"] = prior["dev"], prior["test"]
+    return out
+
+
+def headroom_by_task(controls: dict[TaskSeed, dict], tasks: Sequence[str]) -> list[dict]:
+    """Per task (and an "all" row): task-seeds and the mean of `headroom` over them."""
+    rows = []
+    groups = [(t, [c for (task, _), c in controls.items() if task == t]) for t in tasks]
+    groups.append(("all", [c for (task, _), c in controls.items() if task in tasks]))
+    for task, mine in groups:
+        if not mine:
+            continue
+        stats = [headroom(c) for c in mine]
+        row: dict[str, Any] = {"task": task, "n": len(mine)}
+        row.update({key: mean(s[key] for s in stats) for key in stats[0]})
+        rows.append(row)
+    return rows
+
+
+def _f(value: float | None, scale: float = 1.0, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{scale * value:+.1f}" if sign else f"{scale * value:.1f}"
+
+
+def headroom_markdown(rows: list[dict]) -> str:
+    """The headroom table (x100 for scores; tau as is)."""
+    head = ["task", "task-seeds", "dev mean", "dev range", "test mean", "test range",
+            "best-on-dev test gain", "last K gain (dev pct)", "middle K gain (dev pct)",
+            "dev-test tau", "later-is-better tau dev / test"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    for r in rows:
+        cells = [
+            r["task"], str(r["n"]), _f(r["dev_mean"], 100), _f(r["dev_range"], 100),
+            _f(r["test_mean"], 100), _f(r["test_range"], 100),
+            _f(r["best_dev_gain"], 100, True),
+            f"{_f(r['last_k_gain'], 100, True)} ({_f(r['last_k_pct'])})",
+            f"{_f(r['middle_k_gain'], 100, True)} ({_f(r['middle_k_pct'])})",
+            "-" if r["kendall"] is None else f"{r['kendall']:.2f}",
+            f"{_tau(r['later_tau_dev'])} / {_tau(r['later_tau_test'])}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _tau(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"

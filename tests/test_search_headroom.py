@@ -1,0 +1,53 @@
+"""Headroom and signal ranks (spt_cli.search.headroom) on small control records with known
+answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from spt_cli.search import headroom
+
+
+def _control(scores: dict[str, tuple[float, float]], candidates=(1, 2, 3, 4), k: int = 2) -> dict:
+    return {"task": "sst2", "seed": 13, "k": k, "candidates": list(candidates),
+            "subsets": {key: {"dev": d, "test": t} for key, (d, t) in scores.items()}}  # fmt: skip
+
+
+# dev and test rise with the blocks' mean index: "later is better" ranks them perfectly.
+LATER = {"1,2": (0.1, 0.50), "1,3": (0.2, 0.52), "1,4": (0.3, 0.54),
+         "2,3": (0.35, 0.55), "2,4": (0.5, 0.58), "3,4": (0.6, 0.60)}  # fmt: skip
+
+
+def test_middle_k() -> None:
+    # candidates 1..4 of a 5-block backbone: middle 2.5 -> [2, 3]
+    assert headroom.middle_k(_control(LATER)) == [2, 3]
+    # 1..5 of 6 blocks (MiniLM): [2, 3] and [3, 4] are equally near 3: the later one
+    assert headroom.middle_k(_control({}, candidates=range(1, 6))) == [3, 4]
+    # 1..11 of 12 blocks (MPNet), K = 4: [5, 6, 7, 8]
+    assert headroom.middle_k(_control({}, candidates=range(1, 12), k=4)) == [5, 6, 7, 8]
+
+
+def test_signal_tau_and_prior() -> None:
+    control = _control(LATER)
+    tau = headroom.signal_tau(control, headroom.later_is_better)
+    # "1,4" and "2,3" tie on the prior (mean 2.5): tau-b below 1 but high
+    assert tau["dev"] == pytest.approx(tau["test"]) and 0.9 < tau["dev"] < 1.0
+    reverse = headroom.signal_tau(control, lambda c, layers: -headroom.later_is_better(c, layers))
+    assert reverse["dev"] == pytest.approx(-tau["dev"])
+    # a signal that scores fewer than three subsets says nothing
+    sparse = headroom.signal_tau(control, lambda c, layers: 1.0 if layers[0] == 3 else None)
+    assert sparse == {"dev": None, "test": None}
+
+
+def test_headroom_row() -> None:
+    row = headroom.headroom(_control(LATER))
+    mean_test = sum(t for _, t in LATER.values()) / 6
+    assert row["test_mean"] == pytest.approx(mean_test)
+    assert row["last_k_gain"] == pytest.approx(0.60 - mean_test)
+    assert row["last_k_pct"] == 100.0
+    assert row["middle_k_gain"] == pytest.approx(0.55 - mean_test)
+    assert row["dev_range"] == pytest.approx(0.5) and row["kendall"] == pytest.approx(1.0)
+    by_task = headroom.headroom_by_task({("sst2", 13): _control(LATER)}, ["sst2", "mr"])
+    assert [r["task"] for r in by_task] == ["sst2", "all"]  # no mr records: no mr row
+    text = headroom.headroom_markdown(by_task)
+    assert "| sst2 | 1 | 34.2 | 50.0 |" in text and "+0.95 / +0.95" not in text

@@ -18,7 +18,6 @@ from typing import Any
 from spt_cli.search.controls import subset_key
 from spt_cli.search.study import (
     TaskSeed,
-    best_on_dev,
     dev_percentile,
     last_k,
     mean,

@@ -33,6 +33,8 @@ SEARCH_CHOICES = {
     "alpha_grad": ("raw", "centred"),
     "gate_shift": ("none", "budget"),
     "select": ("gates", "ablation"),
+    "fallback": ("none", "last_k", "ablation"),
+    "alpha_loss": ("mean", "balanced"),
 }
 
 

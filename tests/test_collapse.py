@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FakeGatedModel, fake_features, search_cfg, trainer_cfg
 from table_runs import results_data, write_run
 
+from conftest import FakeGatedModel, fake_features, search_cfg, trainer_cfg
 from spt_cli.data import get_task
 from spt_cli.errors import ConfigError
 from spt_cli.metrics import SINGLE_CLASS, single_class

@@ -36,6 +36,8 @@ SEARCH_CHOICES = {
     "alpha_grad": ("raw", "centred"),
     "gate_shift": ("none", "budget"),
     "select": ("gates", "ablation"),
+    "fallback": ("none", "last_k", "ablation"),
+    "alpha_loss": ("mean", "balanced"),
 }
 
 # ``reuse``: what a rerun sweep may reuse of an earlier run of the same config (spt_cli.jobs).

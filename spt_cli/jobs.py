@@ -155,7 +155,8 @@ def make_record(results: dict[str, Any], fp: str, overrides: list[str]) -> dict[
     config = results.get("config") or {}
     keep = ("task", "method", "stage", "model", "shots", "seed", "status", "main_metric",
             "head", "dev", "test", "majority_baseline", "selected_layers", "gate_probs",
-            "prompt_layers", "best_step", "steps", "search_diagnostics", "wall_time_s")  # fmt: skip
+            "prompt_layers", "best_step", "steps", "search_diagnostics", "wall_time_s",
+            "degenerate", "selection")  # fmt: skip
     # The commit that ran it (a record carried later, for a skipped job, keeps it); results
     # written before runs noted their commit fall back on the code's commit now.
     versions = results.get("versions") or {}

@@ -76,6 +76,18 @@ def compute_metrics(task: TaskSpec | str, preds: Any, labels: Any) -> dict[str, 
     return {name: out[name] for name in (*spec.metrics, *out) if name in out}
 
 
+# Key that :func:`spt_cli.train.evaluate.evaluate` adds to a classification split's metrics
+# when every prediction is one class (its index, as a float like the metrics): a model that
+# never left one class scores like the majority baseline, which a headline number hides.
+SINGLE_CLASS = "single_class"
+
+
+def single_class(preds: Any) -> int | None:
+    """The one class index every prediction names, or None (several classes, or none)."""
+    classes = np.unique(_array(preds).astype(int))
+    return int(classes[0]) if len(classes) == 1 else None
+
+
 def majority_baseline(
     task: TaskSpec | str, train_labels: Sequence[Any], eval_labels: Sequence[Any]
 ) -> dict[str, float]:

@@ -45,10 +45,16 @@ def test_search_writes_every_output(search_run):
     sel = json.loads((run / "selected_layers.json").read_text())
     assert len(sel["layers"]) == 2 and set(sel["layers"]) <= {1, 2, 3}
     assert set(sel["probs"]) == {"1", "2", "3"}
-    # The selection is the top-2 gates.
+    # Six steps leave the gates unseparated: search.fallback=last_k keeps the last 2 blocks
+    # and says so; the top-2 gates stay in the diagnostics.
     ranked = sorted(sel["probs"], key=lambda k: (-sel["probs"][k], int(k)))
-    assert sorted(int(k) for k in ranked[:2]) == sel["layers"]
+    assert sorted(int(k) for k in ranked[:2]) == sel["diagnostics"]["by_gates"]
+    assert not sel["diagnostics"]["separated"]
+    assert sel["layers"] == [2, 3] and sel["selection"]["rule"] == "last_k"
+    assert "search.fallback=last_k" in sel["selection"]["reason"]
+    assert "layers chosen by last_k: the gates did not separate" in proc.stderr
     res = json.loads((run / "results.json").read_text())
+    assert res["selection"] == sel["selection"] and isinstance(res["degenerate"], dict)
     assert res["status"] == "completed" and res["method"] == "spt"
     assert res["selected_layers"] == sel["layers"] == res["prompt_layers"]
     assert 0.0 <= res["test"]["accuracy"] <= 1.0

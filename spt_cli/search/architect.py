@@ -20,6 +20,7 @@ import torch
 from torch.func import functional_call
 
 from spt_cli.config import check_search_options
+from spt_cli.search.balance import balanced_loss
 from spt_cli.train.protocol import TrainableModel
 
 
@@ -38,9 +39,18 @@ class Architect:
     ``gate_shift`` none or budget (the model's gates keep sum_l a_l = K, S3Delta-style).
     """
 
-    def __init__(self, model: TrainableModel, scfg: Any, weight_lr: float) -> None:
+    def __init__(
+        self,
+        model: TrainableModel,
+        scfg: Any,
+        weight_lr: float,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
         check_search_options(scfg)
         self.model = model
+        # None: the model's own (mean) loss on D_alpha; else the class-weighted cross entropy
+        # of spt_cli.search.balance (search.alpha_loss=balanced).
+        self.class_weights = class_weights
         self.order, self.hessian = str(scfg.order), str(scfg.hessian)
         self.xi = float(scfg.xi or weight_lr)
         self.budget = scfg.budget
@@ -80,7 +90,7 @@ class Architect:
             self.model.set_tau(self.tau_start + frac * (self.tau_end - self.tau_start))
         self.optimizer.zero_grad(set_to_none=True)
         if self.order == "first":
-            loss = self.model(**alpha_batch)["loss"]
+            loss = self._alpha_loss(self.model(**alpha_batch), alpha_batch)
             total_loss = loss + self._penalty()
             grads = torch.autograd.grad(total_loss, self.gates, allow_unused=True)
         else:
@@ -107,6 +117,12 @@ class Architect:
     def _loss(self, params: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
         return functional_call(self.model, params, args=(), kwargs=batch)["loss"]
 
+    def _alpha_loss(self, out: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
+        """The D_alpha loss of a forward pass's output: the model's, or class-balanced."""
+        if self.class_weights is None:
+            return out["loss"]
+        return balanced_loss(out["logits"], batch["labels"], self.class_weights)
+
     def _second_order(self, w_batch: dict, alpha_batch: dict):
         weights = self._weights()
         names = list(weights)
@@ -124,7 +140,8 @@ class Architect:
             n: (weights[n] - self.xi * (g if g is not None else 0)).detach().requires_grad_(True)
             for n, g in zip(names, g_w)
         }
-        val_loss = self._loss(virtual, alpha_batch) + self._penalty()
+        val_out = functional_call(self.model, virtual, args=(), kwargs=alpha_batch)
+        val_loss = self._alpha_loss(val_out, alpha_batch) + self._penalty()
         grads = torch.autograd.grad(
             val_loss, self.gates + [virtual[n] for n in names], allow_unused=True
         )

@@ -19,8 +19,9 @@ from omegaconf import OmegaConf
 from spt_cli.errors import ConfigError
 from spt_cli.runlog import RunLogger
 from spt_cli.search.architect import Architect
-from spt_cli.search.diagnostics import MixMeter, diagnose
-from spt_cli.search.select import default_budget, select_layers
+from spt_cli.search.balance import class_weights
+from spt_cli.search.diagnostics import MixMeter, diagnose, evidence, separation
+from spt_cli.search.select import choose_layers, default_budget, select_layers
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.cache import LowerStateStores
 from spt_cli.train.loop import Trainer
@@ -63,6 +64,20 @@ def search_budget(scfg: Any, candidates: Sequence[int], num_layers: int) -> int:
     return budget
 
 
+def alpha_class_weights(
+    scfg: Any, task: Any, alpha_features: Sequence[dict]
+) -> torch.Tensor | None:
+    """The class weights of D_alpha for ``search.alpha_loss=balanced``; None for ``mean``."""
+    if str(scfg.alpha_loss) == "mean":
+        return None
+    if task.is_regression:
+        raise ConfigError(
+            f"search.alpha_loss={scfg.alpha_loss} needs classes; {task.name} is a regression "
+            "task: use search.alpha_loss=mean"
+        )
+    return class_weights([int(f["labels"]) for f in alpha_features], int(task.num_labels))
+
+
 def run_search(
     model: TrainableModel,
     *,
@@ -81,7 +96,10 @@ def run_search(
 ) -> SearchResult:
     """Search the gates of ``model`` on D_w (``w_features``) and D_alpha (``alpha_features``)."""
     budget = search_budget(scfg, model.candidate_layers, model.num_layers)
-    architect = Architect(model, OmegaConf.merge(scfg, {"budget": budget}), float(tcfg.lr))
+    weights = alpha_class_weights(scfg, task, alpha_features)
+    architect = Architect(
+        model, OmegaConf.merge(scfg, {"budget": budget}), float(tcfg.lr), class_weights=weights
+    )
     trainer = Trainer(
         model,
         task=task,
@@ -126,17 +144,39 @@ def run_search(
     scores = ablation_scores(model, trainer, alpha_features)
     by_gates = select_layers(probs, budget, threshold)
     by_ablation = select_layers(scores, budget)
-    layers = by_ablation if scfg.select == "ablation" else by_gates
-    if not layers:
+    select, fallback = str(scfg.select), str(scfg.fallback)
+    if not by_gates and select == "gates":
         raise ConfigError(
             f"search.threshold={threshold} keeps no layer (max gate probability "
             f"{max(probs.values()):.3f}); lower it or use search.budget"
         )
+    sep = separation(probs, by_gates) if by_gates else {"separated": False}
+    layers, selection = choose_layers(
+        select=select,
+        fallback=fallback,
+        by_gates=by_gates,
+        by_ablation=by_ablation,
+        candidates=model.candidate_layers,
+        budget=budget,
+        separated=sep["separated"],
+        evidence=evidence(probs, sep, budget) if by_gates else "no gate above the threshold",
+    )
     mix = mixture_norms(model, trainer, alpha_features)
-    select = str(scfg.select)
-    diag = diagnose(probs, alphas, layers, budget, architect.lr, architect.steps, mix, select)
+    steps = architect.steps
+    diag = diagnose(
+        probs,
+        alphas,
+        layers,
+        budget,
+        architect.lr,
+        steps,
+        mix,
+        select,
+        fallback,
+        by_gates or layers,
+    )
     diag.update({"select": select, "ablation_scores": scores, "by_gates": by_gates,
-                 "by_ablation": by_ablation,
+                 "by_ablation": by_ablation, "selection": selection,
                  "weights_frozen_at": architect.weights_frozen_at})  # fmt: skip
     # Its own phase: the "search" records stay one per step.
     logger.log(_flat(diag), step=trainer.total, phase="search_summary")

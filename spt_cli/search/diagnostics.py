@@ -53,26 +53,48 @@ def separation(probs: dict[int, float], selected: Sequence[int]) -> dict[str, An
     return {"gap": gap, "one_side": one_side, "separated": gap >= SEPARATION_GAP and not one_side}
 
 
-def warning(
-    probs: dict[int, float], sep: dict[str, Any], budget: int, select: str = "gates"
-) -> str | None:
-    """A one-line warning (with what to try) when the gates did not separate."""
-    if sep["separated"]:
-        return None
+def evidence(probs: dict[int, float], sep: dict[str, Any], budget: int) -> str:
+    """The separation diagnostic in words: why the gates did (not) separate."""
     values = sorted(probs.values())
+    if sep["separated"]:
+        return f"top-{budget} {sep['gap']:.3f} above the rest, not all on one side of 0.5"
     reasons = []
     if sep["one_side"]:
         side = "below" if values[-1] < 0.5 else "above"
         reasons.append(f"every gate {side} 0.5 ({values[0]:.3f}-{values[-1]:.3f})")
     if sep["gap"] < SEPARATION_GAP:
         reasons.append(f"top-{budget} vs the rest only {sep['gap']:.3f} apart")
+    return "; ".join(reasons)
+
+
+def warning(
+    probs: dict[int, float],
+    sep: dict[str, Any],
+    budget: int,
+    select: str = "gates",
+    fallback: str = "none",
+    layers: Sequence[int] = (),
+) -> str | None:
+    """A one-line warning, naming the action taken (``search.fallback``) or what to try, when
+    the gates did not separate; ``layers``: the layers the search kept."""
+    if sep["separated"]:
+        return None
+    head = f"the gates did not separate ({evidence(probs, sep, budget)})"
     if select == "ablation":
-        basis = "the gates are not what selected the layers (search.select=ablation)"
-        return f"the gates did not separate ({'; '.join(reasons)}); {basis}"
+        return f"{head}; the gates are not what selected the layers (search.select=ablation)"
+    if fallback == "last_k":
+        return (
+            f"{head}: kept the last {budget} blocks {list(layers)} instead "
+            "(search.fallback=last_k); compare with spt-run controls"
+        )
+    if fallback == "ablation":
+        return (
+            f"{head}: kept the ablation's pick {list(layers)} instead "
+            "(search.fallback=ablation); compare with spt-run controls"
+        )
     return (
-        f"the gates did not separate ({'; '.join(reasons)}): the selection is close to "
-        "chance; try search.select=ablation or search.gate_shift=budget, and compare with "
-        "spt-run controls"
+        f"{head}: the selection is close to chance; try search.fallback=last_k, "
+        "search.select=ablation or search.gate_shift=budget, and compare with spt-run controls"
     )
 
 
@@ -85,8 +107,13 @@ def diagnose(
     alpha_steps: int,
     mix: dict[int, tuple[float, float]],
     select: str = "gates",
+    fallback: str = "none",
+    by_gates: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Everything results.json keeps about a search, per candidate layer and overall."""
+    """Everything results.json keeps about a search, per candidate layer and overall.
+
+    ``selected``: the layers kept; ``by_gates``: the gates' own pick when another rule kept
+    ``selected`` (the separation describes the gates, so it is measured on their pick)."""
     capacity = alpha_lr * max(alpha_steps, 1)
     layers = {
         str(k): {
@@ -99,12 +126,12 @@ def diagnose(
         }
         for k in sorted(probs)
     }
-    sep = separation(probs, selected)
+    sep = separation(probs, selected if by_gates is None else by_gates)
     return {
         "layers": layers,
         "alpha_steps": alpha_steps,
         **sep,
-        "warning": warning(probs, sep, budget, select),
+        "warning": warning(probs, sep, budget, select, fallback, selected),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def default_budget(num_layers: int) -> int:
@@ -19,3 +20,42 @@ def select_layers(
         return sorted(layer for layer, p in probs.items() if p > threshold)
     ranked = sorted(probs, key=lambda layer: (-probs[layer], layer))
     return sorted(ranked[: int(budget)])
+
+
+def last_k(candidates: Sequence[int], budget: int) -> list[int]:
+    """The ``budget`` highest candidate blocks (Late Prompt Tuning's pick)."""
+    return sorted(candidates)[-int(budget) :]
+
+
+def choose_layers(
+    *,
+    select: str,
+    fallback: str,
+    by_gates: list[int],
+    by_ablation: list[int],
+    candidates: Sequence[int],
+    budget: int,
+    separated: bool,
+    evidence: str,
+) -> tuple[list[int], dict[str, str]]:
+    """The layers a search keeps and why: ``(layers, {"rule": ..., "reason": ...})``.
+
+    ``search.select=ablation`` keeps the ablation's pick whatever the gates did. With
+    ``select=gates`` the top-K gates are kept when they separated; when they did not, their
+    ranking is close to chance and ``fallback`` decides: ``none`` keeps them anyway,
+    ``last_k`` takes the last K candidate blocks, ``ablation`` the ablation's pick.
+    ``evidence``: the gates' separation in words, quoted in the reason.
+    """
+    if select == "ablation":
+        return by_ablation, {"rule": "ablation", "reason": "search.select=ablation"}
+    if separated:
+        return by_gates, {"rule": "gates", "reason": f"the gates separated ({evidence})"}
+    reason = f"the gates did not separate ({evidence})"
+    if fallback == "none":
+        return by_gates, {"rule": "gates", "reason": f"{reason}; search.fallback=none"}
+    if fallback == "last_k":
+        layers = last_k(candidates, budget)
+        return layers, {"rule": "last_k", "reason": f"{reason}; search.fallback=last_k"}
+    if fallback == "ablation":
+        return by_ablation, {"rule": "ablation", "reason": f"{reason}; search.fallback=ablation"}
+    raise ValueError(f"unknown search.fallback={fallback}")

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from spt_cli.config import to_plain
 from spt_cli.files import write_json
 from spt_cli.jobs import code_commit, code_identity
+from spt_cli.metrics import SINGLE_CLASS
 from spt_cli.stages.common import Setup, majority
 
 
@@ -51,10 +52,30 @@ def versions() -> dict[str, str | None]:
     }
 
 
+def degenerate(
+    task: Any, splits: dict[str, dict[str, float] | None]
+) -> tuple[dict[str, str], dict[str, dict[str, float] | None]]:
+    """``({split: "all '<label>'"}, the splits' metrics without the SINGLE_CLASS keys)`` from
+    the metrics of :func:`spt_cli.train.evaluate.evaluate` (a suffix such as ``_mm`` names
+    the test split it came from)."""
+    found: dict[str, str] = {}
+    clean: dict[str, dict[str, float] | None] = {}
+    for split, metrics in splits.items():
+        if metrics is None:
+            clean[split] = None
+            continue
+        clean[split] = {k: v for k, v in metrics.items() if not k.startswith(SINGLE_CLASS)}
+        for key, value in metrics.items():
+            if key.startswith(SINGLE_CLASS):
+                found[split + key[len(SINGLE_CLASS) :]] = f"all {task.label_names[int(value)]!r}"
+    return found, clean
+
+
 def write_results(
     cfg: DictConfig, run_dir: Path, s: Setup, stage: str, fit: Fit, t0: float, **extra: Any
 ) -> dict[str, Any]:
     """Write ``results.json`` (schema in docs/architecture.md) atomically; return it."""
+    single, clean = degenerate(s.task, {"dev": fit.dev, "test": fit.test})
     results = {
         "task": s.task.name,
         "method": fit.method,
@@ -65,8 +86,10 @@ def write_results(
         "status": "completed",
         "main_metric": s.task.main_metric,
         "head": fit.head,
-        "dev": fit.dev,
-        "test": fit.test,
+        "dev": clean["dev"],
+        "test": clean["test"],
+        # Splits on which the model predicted a single class ({} when none did).
+        "degenerate": single,
         "majority_baseline": majority(s),
         "parameters": fit.parameters,
         "selected_layers": extra.pop("selected_layers", None),
@@ -96,4 +119,8 @@ def report(results: dict[str, Any]) -> None:
         parts.append(f"dev {main} {results['dev'].get(main, float('nan')):.4f}")
     if main in test:
         parts.append(f"test {main} {test[main]:.4f} (majority {base.get(main, float('nan')):.4f})")
+    single = results.get("degenerate")  # absent in results written before it was kept
+    if single:
+        found = ", ".join(f"{split} {what}" for split, what in single.items())
+        parts.append(f"SINGLE CLASS predicted: {found}")
     print("result: " + " | ".join(parts))

@@ -43,7 +43,8 @@ def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
         show_selection(run_dir, selection, logger)
         layers, probs = selection["layers"], selection["probs"]
         found = {"selected_layers": layers, "gate_probs": probs,
-                 "search_diagnostics": selection.get("diagnostics")}  # fmt: skip
+                 "search_diagnostics": selection.get("diagnostics"),
+                 "selection": selection.get("selection")}  # fmt: skip
         if not cfg.retrain:
             write_results(cfg, run_dir, s, "search", Fit(method="spt"), t0, **found)
             return None
@@ -89,6 +90,7 @@ def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[
         "threshold": result.threshold,
         "d_w": len(d_w),
         "d_alpha": len(d_alpha),
+        "selection": result.diagnostics["selection"],
         "diagnostics": result.diagnostics,
         "config": to_plain(cfg),
     }
@@ -112,6 +114,9 @@ def show_selection(run_dir: Path, selection: dict[str, Any], logger: RunLogger) 
         logger.image("gates", png)
     gates = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(probs.items()))
     say("search", f"selected layers {layers} (gate probabilities {gates})")
+    rule = selection.get("selection")  # absent in selections written before the fallback rule
+    if rule is not None:
+        say("search", f"layers chosen by {rule['rule']}: {rule['reason']}")
     summary: dict[str, Any] = {
         "selected_layers": str(layers),
         "final_gates": {f"layer_{k:02d}": v for k, v in probs.items()},

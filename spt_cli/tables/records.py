@@ -45,6 +45,8 @@ class RunRecord:
     selected_layers: list[int] | None = None
     gate_probs: dict[int, float] | None = None
     dev: float | None = None  # main metric on dev: what table.select=dev compares
+    # Splits on which the model predicted a single class: {"test": "all 'positive'"}.
+    degenerate: dict[str, str] = field(default_factory=dict)
     overrides: list[str] | None = None  # the job's command-line overrides, when known
     config: dict[str, Any] | None = field(default=None, repr=False)  # composed config, if known
     fingerprint: str | None = None  # records only (run directories do not store it)
@@ -211,6 +213,9 @@ def _from_results(
     layers = data.get("selected_layers")
     if isinstance(layers, list):
         rec.selected_layers = sorted({v for v in (_as_int(x) for x in layers) if v is not None})
+    single = data.get("degenerate")  # absent in results written before it was kept
+    if isinstance(single, dict):
+        rec.degenerate = {str(k): str(v) for k, v in single.items()}
     probs = data.get("gate_probs")
     if isinstance(probs, dict):
         rec.gate_probs = {

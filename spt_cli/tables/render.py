@@ -60,10 +60,22 @@ def task_label(task: str) -> str:
     return TASK_LABELS.get(_task_key(task), task)
 
 
-def _cell_text(cell: Cell | None, pm: str = " ± ") -> str:
+DEGENERATE_MARK = "†"  # a seed of the cell predicted a single class on dev or test
+
+
+def degenerate_runs(table: GroupTable, method: str, task: str) -> list[RunRecord]:
+    """The averaged runs of a cell whose model predicted a single class on some split."""
+    return [
+        r
+        for r in table.records
+        if r.completed and r.method == method and r.task == task and r.degenerate
+    ]
+
+
+def _cell_text(cell: Cell | None, pm: str = " ± ", mark: bool = False) -> str:
     if cell is None:
         return MISSING_CELL
-    text = f"{100 * cell.mean:.1f}"
+    text = f"{100 * cell.mean:.1f}" + (DEGENERATE_MARK if mark else "")
     if cell.std is not None:
         text += f"{pm}{100 * cell.std:.1f}"
     if cell.n < cell.expected:
@@ -106,7 +118,10 @@ def _rows(table: GroupTable) -> list[list[str]]:
         cells = [f"{100 * values[t]:.1f}" if t in values else MISSING_CELL for t in table.tasks]
         rows.append([label, MISSING_CELL, *cells, _reference_avg(table, values)])
     for method in table.methods:
-        cells = [_cell_text(table.cells.get((method, t))) for t in table.tasks]
+        cells = [
+            _cell_text(table.cells.get((method, t)), mark=bool(degenerate_runs(table, method, t)))
+            for t in table.tasks
+        ]
         rows.append(
             [method, format_params(table.params.get(method)), *cells, _avg_text(table, method)]
         )
@@ -177,6 +192,15 @@ def _notes(table: GroupTable) -> list[str]:
         )
     if any(c.n < c.expected for c in table.cells.values()):
         lines.append("(n/N): averaged over n of the N seeds run for that task; see below.")
+    single = [r for m in table.methods for t in table.tasks for r in degenerate_runs(table, m, t)]
+    if single:
+        lines.append(
+            f"{DEGENERATE_MARK}: averaged over runs whose model predicted a single class "
+            "(a degenerate model, scored like the majority line):"
+        )
+        for r in single:
+            found = ", ".join(f"{split} {what}" for split, what in r.degenerate.items())
+            lines.append(f"- {r.ident()}: {found} ({r.where})")
     lines += _choice_notes(table)
     lines += _empty_notes(table)
     if table.failed:
@@ -335,10 +359,10 @@ def _tex(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def _tex_cell(cell: Cell | None) -> str:
+def _tex_cell(cell: Cell | None, mark: bool = False) -> str:
     if cell is None:
         return "--"
-    text = f"{100 * cell.mean:.1f}"
+    text = f"{100 * cell.mean:.1f}" + (r"$^\dagger$" if mark else "")
     if cell.std is not None:
         text += rf"$_{{\pm {100 * cell.std:.1f}}}$"
     if cell.n < cell.expected:
@@ -366,7 +390,10 @@ def to_latex(result: Table) -> str:
             row = [
                 _tex(method),
                 _tex(format_params(table.params.get(method))),
-                *(_tex_cell(table.cells.get((method, t))) for t in table.tasks),
+                *(
+                    _tex_cell(table.cells.get((method, t)), bool(degenerate_runs(table, method, t)))
+                    for t in table.tasks
+                ),
                 _tex(_avg_text(table, method)),
             ]
             out.write(" & ".join(row) + " \\\\\n")

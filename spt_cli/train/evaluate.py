@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from spt_cli.metrics import compute_metrics
+from spt_cli.metrics import SINGLE_CLASS, compute_metrics, single_class
 from spt_cli.train.batches import eval_batches
 from spt_cli.train.cache import LowerStateCache
 
@@ -57,7 +57,8 @@ def evaluate(
     device: torch.device,
     cache: LowerStateCache | None = None,
 ) -> dict[str, float]:
-    """Official metrics of ``model`` on ``features``."""
+    """Official metrics of ``model`` on ``features``; a classification model that predicts one
+    class on all of them also gets ``SINGLE_CLASS``: that class's index."""
     preds, labels = predict(
         model,
         features,
@@ -67,4 +68,8 @@ def evaluate(
         regression=bool(task.is_regression),
         cache=cache,
     )
-    return compute_metrics(task, preds, labels)
+    metrics = compute_metrics(task, preds, labels)
+    only = None if task.is_regression else single_class(preds)
+    if only is not None:
+        metrics[SINGLE_CLASS] = float(only)
+    return metrics

@@ -53,11 +53,31 @@ NOT_NUMERIC = (
 )  # fmt: skip
 
 
+# Keys added after committed records were written, with the value that computes what those
+# records computed before the key existed, and the stages they can change. Left out of the
+# fingerprint at that value or in another stage, so adding a key does not orphan every record;
+# any other value (a new default included) is a new job.
+INTRODUCED = {
+    ("search", "fallback"): ("none", ("search",)),
+    ("search", "alpha_loss"): ("mean", ("search",)),
+}
+
+
 def fingerprint(cfg: DictConfig | dict[str, Any]) -> str:
-    """12 hex digits identifying what a job computes (its config without bookkeeping keys);
-    ``cfg`` may also be the plain config a results.json embeds."""
+    """12 hex digits identifying what a job computes (its config without bookkeeping keys and
+    without `INTRODUCED` keys that cannot change it); ``cfg`` may also be the plain config a
+    results.json embeds."""
     config = cfg if isinstance(cfg, dict) else to_plain(cfg)
     plain = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
+    stage = (config.get("stage") or {}).get("name")
+    for (section, key), (before, stages) in INTRODUCED.items():
+        group = plain.get(section)
+        if (
+            isinstance(group, dict)
+            and key in group
+            and (group[key] == before or stage not in stages)
+        ):
+            plain[section] = {k: v for k, v in group.items() if k != key}
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -217,3 +217,18 @@ def test_results_of_older_runs_get_the_identity_of_their_commit(tmp_path):
     assert commit_identity(head, pkg) == then != source_identity(pkg)
     assert commit_identity(head + "+dirty", pkg) is None  # what ran is not in the commit
     assert commit_identity("0123456789ab", pkg) is None  # not in this history
+
+
+def test_introduced_keys_keep_old_fingerprints() -> None:
+    """A key added after records were written leaves their fingerprint alone at the value that
+    computes what they computed, and in stages it cannot change; any other value is new."""
+    from spt_cli.jobs import fingerprint
+
+    old = {"stage": {"name": "search"}, "seed": 13, "search": {"budget": None}}
+    before = dict(old, search={"budget": None, "fallback": "none", "alpha_loss": "mean"})
+    assert fingerprint(before) == fingerprint(old)
+    changed = dict(old, search={"budget": None, "fallback": "last_k", "alpha_loss": "mean"})
+    assert fingerprint(changed) != fingerprint(old)
+    # a baseline's search section does nothing: the new default leaves its fingerprint alone
+    train = {**changed, "stage": {"name": "train"}}
+    assert fingerprint(train) == fingerprint({**old, "stage": {"name": "train"}})

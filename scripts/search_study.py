@@ -53,7 +53,7 @@ VARIANTS: dict[str, list[str]] = {
         *FAMILY,
         "method.gate=stochastic",
         "search.anneal=true",
-        "search.tau_start=1.0",
+        "method.tau=1.0",
         "search.tau_end=0.2",
     ],
 }

@@ -14,11 +14,12 @@ from typing import Any
 
 from spt_cli.config import as_dict, read_config_file
 from spt_cli.errors import ConfigError
+from spt_cli.model.gates import GATE_TYPES
 
 INPUT_PROMPTS = ("static", "none")
 GENERATORS = ("pooled", "naive", "static", "prefix", "none")
 POOLS = ("avg", "max")
-GATES = ("soft", "stochastic", "hard")
+GATES = tuple(GATE_TYPES)
 STAGES = ("train", "search")
 DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
 # Keys that say which stage runs a method and how its layers are chosen, not what a model with
@@ -55,10 +56,6 @@ class MethodSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @property
-    def soft_gates(self) -> bool:
-        return self.gate in ("soft", "stochastic") and self.generator != "prefix"
 
 
 def _choice(cfg: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:

@@ -57,6 +57,14 @@ class MethodSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> MethodSpec:
+        """A spec saved by :meth:`to_dict` (an artefact); keys added since it was saved take
+        their ``_base.yaml`` defaults (they choose stages and default layers, never a
+        number of a model whose layers are already concrete)."""
+        base = as_dict(read_config_file("method", "_base"))
+        return cls(**{**{k: base[k] for k in ROLE_KEYS}, **saved})
+
 
 def _choice(cfg: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
     value = "none" if cfg[key] is None else str(cfg[key])

@@ -147,7 +147,7 @@ def search_step(
 
     def step() -> None:
         model.train()
-        arch.step(w_batch, a_batch, 0, 100)
+        arch.step([w_batch], a_batch, 0, 100)
         opt.zero_grad(set_to_none=True)
         model(**w_batch)["loss"].backward()
         for p in model.gate_parameters():

@@ -32,7 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from spt_cli.config import REUSE_POLICIES, to_plain
+from spt_cli.config import REUSE_POLICIES, group_choices, read_config_file, to_plain
 from spt_cli.files import write_json
 
 # Top-level keys that never change a run's numbers.
@@ -78,6 +78,38 @@ def fingerprint(cfg: DictConfig | dict[str, Any]) -> str:
             and (group[key] == before or stage not in stages)
         ):
             plain[section] = {k: v for k, v in group.items() if k != key}
+    return _digest(_canonical_method(plain))
+
+
+# A method's role keys (which stage runs it, its default layers, the method that retrains its
+# search): a shipped method's file fixes them, and they only say in config what its name said
+# in code before; left out of the fingerprint at the shipped values.
+ROLE_KEYS = ("stage", "retrain_as", "default_layers")
+
+
+def _canonical_method(plain: dict[str, Any]) -> dict[str, Any]:
+    """``plain`` in the form records were fingerprinted in before the role keys existed and
+    before ``method.tau`` became the one temperature key (then ``search.tau_start``, equal to
+    it in every run that did not set it apart)."""
+    method, search = plain.get("method"), plain.get("search")
+    if isinstance(search, dict) and isinstance(method, dict) and "tau_start" not in search:
+        # The anneal started from search.tau_start, which a search then set as method.tau
+        plain = {**plain, "search": {**search, "tau_start": method.get("tau")}}
+    if isinstance(method, dict) and method.get("name") in group_choices("method"):
+        shipped = _shipped_roles(str(method["name"]))
+        drop = {k for k in ROLE_KEYS if k in method and method[k] == shipped.get(k)}
+        plain = {**plain, "method": {k: v for k, v in method.items() if k not in drop}}
+    return plain
+
+
+@lru_cache(maxsize=64)
+def _shipped_roles(name: str) -> dict[str, Any]:
+    """The role keys of the shipped method file ``name``."""
+    method = to_plain(read_config_file("method", name))
+    return {k: method.get(k) for k in ROLE_KEYS}
+
+
+def _digest(plain: dict[str, Any]) -> str:
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

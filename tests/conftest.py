@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from spt_cli.model.gates import budget_shift
+from spt_cli.model.gates import binary_entropy, budget_shift
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,6 +95,9 @@ class FakeGatedModel(nn.Module):
 
     def gate_probs(self) -> torch.Tensor:
         return self.gate_values().detach()
+
+    def gate_entropy(self) -> float:
+        return float(binary_entropy(self.gate_probs()))
 
     def set_tau(self, tau: float) -> None:
         self.tau = float(tau)

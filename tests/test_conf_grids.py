@@ -27,7 +27,7 @@ VARIANT_OVERRIDES = {
     "wstop": [*SOFT, "search.weight_stop_loss=0.01"],
     "sgd": [*SOFT, "search.alpha_optimizer=sgd"],
     "stochastic": ["method.input_prompt=none", "method.gate=stochastic", "search.anneal=true",
-                   "search.tau_start=1.0", "search.tau_end=0.2"],
+                   "method.tau=1.0", "search.tau_end=0.2"],
 }  # fmt: skip
 
 

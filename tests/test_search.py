@@ -8,7 +8,8 @@ from torch.func import functional_call
 
 from conftest import FakeGatedModel, fake_features, search_cfg
 from spt_cli.data import collate
-from spt_cli.search.architect import Architect, binary_entropy
+from spt_cli.model.gates import binary_entropy
+from spt_cli.search.architect import Architect
 from spt_cli.search.select import default_budget, select_layers
 
 
@@ -22,7 +23,6 @@ def scfg(**kw):
         budget=None,
         budget_penalty=0.0,
         anneal=False,
-        tau_start=1.0,
         tau_end=1.0,
         hessian="central",
     )
@@ -41,7 +41,7 @@ def test_first_order_moves_only_the_gates():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     arch = Architect(model, scfg(), weight_lr=0.05)
     w, a = batches()
-    arch.step(w, a, 0, 10)
+    arch.step([w], a, 0, 10)
     after = dict(model.named_parameters())
     assert not torch.equal(before["alpha"], after["alpha"])
     for n in before:
@@ -79,7 +79,7 @@ def test_second_order_matches_exact_unrolled_gradient(hessian, rtol):
     w_batch, a_batch = batches()
     xi = 0.05
     arch = Architect(model, scfg(order="second", xi=xi, hessian=hessian), weight_lr=xi)
-    approx_loss, approx = arch._second_order(w_batch, a_batch)
+    approx_loss, approx = arch._second_order([w_batch], a_batch)
     approx = torch.stack(approx)
 
     exact, virtual = exact_unrolled_gradient(model, w_batch, a_batch, xi)
@@ -103,7 +103,7 @@ def test_forward_difference_replays_the_virtual_pass_dropout_masks():
     arch = Architect(model, scfg(order="second", xi=xi, hessian="forward"), weight_lr=xi)
     torch.manual_seed(123)
     start = torch.get_rng_state()
-    _, approx = arch._second_order(w_batch, a_batch)
+    _, approx = arch._second_order([w_batch], a_batch)
     after = torch.get_rng_state()
     exact, _ = exact_unrolled_gradient(model, w_batch, a_batch, xi, rng_state=start)
     assert torch.allclose(torch.stack(approx), exact, rtol=2e-3, atol=1e-7)
@@ -121,8 +121,25 @@ def test_second_order_passes_per_alpha_step(hessian, passes, monkeypatch):
     original = model.forward
     monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
     arch = Architect(model, scfg(order="second", hessian=hessian), weight_lr=0.05)
-    arch.step(*batches(), 0, 10)
+    w, a = batches()
+    arch.step([w], a, 0, 10)
     assert len(calls) == passes
+
+
+@pytest.mark.parametrize("hessian", ["central", "forward"])
+def test_second_order_with_accumulation_sees_every_micro_batch(hessian):
+    """With trainer.grad_accum micro-batches, L_train of the virtual step is their mean, as in
+    the weight step: two halves give the hypergradient of the whole batch."""
+    model = double_model()
+    rows = fake_features(8, seed=1)
+    whole, halves = collate(rows, 0), [collate(rows[:4], 0), collate(rows[4:], 0)]
+    a_batch = batches()[1]
+    arch = Architect(model, scfg(order="second", hessian=hessian), weight_lr=0.05)
+    _, from_whole = arch._second_order([whole], a_batch)
+    _, from_halves = arch._second_order(halves, a_batch)
+    _, first_half = arch._second_order(halves[:1], a_batch)
+    torch.testing.assert_close(torch.stack(from_halves), torch.stack(from_whole))
+    assert not torch.allclose(torch.stack(first_half), torch.stack(from_whole))
 
 
 def test_unknown_hessian_is_a_config_error():
@@ -138,17 +155,18 @@ def test_budget_penalty_pushes_gate_sum_to_budget():
     arch = Architect(model, scfg(budget=1, budget_penalty=100.0, alpha_lr=0.2), weight_lr=0.05)
     w, a = batches()
     for i in range(30):
-        arch.step(w, a, i, 30)
+        arch.step([w], a, i, 30)
     assert abs(float(model.gate_probs().sum()) - 1.0) < 0.3
 
 
 def test_temperature_annealing_reaches_the_end_value():
     model = FakeGatedModel()
-    arch = Architect(model, scfg(anneal=True, tau_start=2.0, tau_end=0.5), weight_lr=0.05)
+    model.set_tau(2.0)  # method.tau: the one temperature, where the anneal starts
+    arch = Architect(model, scfg(anneal=True, tau_end=0.5), weight_lr=0.05)
     w, a = batches()
-    arch.step(w, a, 0, 5)
+    arch.step([w], a, 0, 5)
     assert model.tau == pytest.approx(2.0)
-    arch.step(w, a, 4, 5)
+    arch.step([w], a, 4, 5)
     assert model.tau == pytest.approx(0.5)
 
 

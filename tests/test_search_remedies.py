@@ -55,7 +55,7 @@ def test_sgd_moves_alpha_by_lr_times_the_gradient():
     loss = model(**a)["loss"]
     (grad,) = torch.autograd.grad(loss, [model.alpha])
     before = model.alpha.detach().clone()
-    arch.step(w, a, 0, 10)
+    arch.step([w], a, 0, 10)
     torch.testing.assert_close(model.alpha.detach(), before - 0.5 * grad)
 
 
@@ -67,7 +67,7 @@ def test_centred_gradients_keep_the_mean_of_alpha():
                                            alpha_weight_decay=0.0), weight_lr=0.05)  # fmt: skip
         w, a = _batches()
         for step in range(3):
-            arch.step(w, a, step, 3)
+            arch.step([w], a, step, 3)
         moved[mode] = float(model.alpha.detach().mean())
     assert abs(moved["centred"]) < 1e-6
     assert abs(moved["raw"]) > 1e-4  # the common drift that centring removes
@@ -78,7 +78,7 @@ def test_budget_shift_keeps_the_expected_number_of_open_gates():
     arch = Architect(model, search_cfg(budget=2, gate_shift="budget", alpha_lr=0.5), 0.05)
     w, a = _batches()
     for step in range(5):
-        arch.step(w, a, step, 5)
+        arch.step([w], a, step, 5)
         assert float(model.gate_values().detach().sum()) == pytest.approx(2.0, abs=1e-4)
     assert float(model.alpha.detach().std()) > 0  # the gates still move relative to each other
 

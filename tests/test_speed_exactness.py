@@ -388,7 +388,7 @@ def test_finite_difference_passes_see_the_same_dropout_masks():
     arch = Architect(model, scfg, weight_lr=0.05)
     batch = collate(fake_features(8, seed=1), 0)
     weights = {n: p.detach() for n, p in arch._weights().items()}
-    g_plus, g_minus = arch._gate_grads_at(weights, dict(weights), batch)
+    g_plus, g_minus = arch._gate_grads_at(weights, dict(weights), [batch])
     assert all(torch.equal(a, b) for a, b in zip(g_plus, g_minus))
     # Different random states would have given different gradients here.
     other = torch.autograd.grad(arch._loss(weights, batch), arch.gates)

@@ -158,18 +158,6 @@ class BackboneAdapter(nn.Module):
         [..., d]."""
         raise NotImplementedError
 
-    def reference_hidden(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The backbone's own forward (last hidden state), for checks against the loop."""
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        return self.base(**kwargs).last_hidden_state
-
 
 def offset_cache(batch: int, length: int, like: torch.Tensor) -> DynamicCache:
     """A one-layer cache of ``length`` dummy positions: lets the mask builders size a mask

@@ -71,8 +71,3 @@ class DebertaAdapter(BackboneAdapter):
         if getattr(m, "legacy", True) and hasattr(m, "cls"):
             return m.cls(hidden)
         return m.lm_predictions(hidden, self.base.embeddings.word_embeddings)
-
-    def reference_hidden(self, input_ids, attention_mask, token_type_ids=None):
-        return self.base(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state

@@ -121,7 +121,7 @@ def load_artifact(path: str | Path, backbone: nn.Module | None = None, tokenizer
             f"vocab {saved['vocab_size']}); the given backbone differs ({_describe(found)}); "
             "load it with its own backbone"
         )
-    spec = MethodSpec(**config["method"])
+    spec = MethodSpec.from_dict(config["method"])
     task = TaskInfo(**config["task"])
     model = GatedPromptModel(
         adapter, spec, task, config["head"]["name"], config["head"], model_cfg,

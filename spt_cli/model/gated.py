@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from spt_cli.backbones import BackboneAdapter
 from spt_cli.errors import ConfigError
 from spt_cli.model import fast
-from spt_cli.model.gates import LayerGates, mix
+from spt_cli.model.gates import GATE_TYPES, Gates, mix
 from spt_cli.model.generators import (
     NaiveGenerator,
     PooledGenerator,
@@ -106,9 +106,11 @@ class GatedPromptModel(nn.Module):
             for layer in spec.layers:
                 self.generators[str(layer)] = self._make_generator(spec, d)
 
-        self.gates: LayerGates | None = None
-        if spec.soft_gates and spec.layers:
-            self.gates = LayerGates(len(spec.layers), spec.tau, spec.gate == "stochastic")
+        # One gate per generated prompt layer, of the type method.gate names (prefixes are
+        # not mixed: they have no gates).
+        self.gates: Gates | None = None
+        if len(self.generators):
+            self.gates = GATE_TYPES[spec.gate](len(spec.layers), spec.tau)
 
         if head_name == "classifier":
             outputs = 1 if task.is_regression else task.num_labels
@@ -156,7 +158,7 @@ class GatedPromptModel(nn.Module):
     # -- gates and parameter groups --------------------------------------------------------
     @property
     def candidate_layers(self) -> list[int]:
-        """Blocks with a generator (soft-gated in search mode), or with a prefix."""
+        """Blocks with a generator (gated), or with a prefix."""
         return list(self.spec.layers) if self.spec.num_tokens else []
 
     @property
@@ -167,12 +169,12 @@ class GatedPromptModel(nn.Module):
         """Set the gate temperature (annealing)."""
         self.spec.tau = float(tau)
         if self.gates is not None:
-            self.gates.tau = float(tau)
+            self.gates.set_tau(tau)
 
     def set_gate_budget(self, budget: float | None) -> None:
-        """Hold sum_l a_l at ``budget`` by shifting every gate's logit (None: no shift)."""
+        """Hold sum_l a_l at ``budget`` (None: free gates); how is the gate type's."""
         if self.gates is not None:
-            self.gates.budget = budget
+            self.gates.set_budget(budget)
 
     def override_gates(self, values: torch.Tensor | None) -> None:
         """Use ``values`` as the gates of every forward (None: the learned gates again)."""
@@ -180,7 +182,7 @@ class GatedPromptModel(nn.Module):
             self.gates.override(values)
 
     def gate_values(self) -> torch.Tensor:
-        """Differentiable a_l per candidate layer (ones for hard gates)."""
+        """Differentiable a_l per candidate layer (ones for hard gates and prefixes)."""
         if self.gates is not None:
             return self.gates.probs()
         return torch.ones(len(self.candidate_layers), device=self.label_word_ids.device)
@@ -188,6 +190,10 @@ class GatedPromptModel(nn.Module):
     def gate_probs(self) -> torch.Tensor:
         """Detached a_l per candidate layer, in ``candidate_layers`` order."""
         return self.gate_values().detach().clone()
+
+    def gate_entropy(self) -> float:
+        """Mean entropy of the gates (0 without gates): how undecided a search still is."""
+        return 0.0 if self.gates is None else float(self.gates.entropy())
 
     def named_gate_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.named_parameters() if n.startswith("gates.")]

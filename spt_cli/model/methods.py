@@ -1,4 +1,10 @@
-"""The ``method/`` config schema and its resolution to concrete layers for one backbone."""
+"""The ``method/`` config schema and its resolution to concrete layers for one backbone.
+
+A method is one yaml file in ``conf/method/``: its keys (defaults and meanings in
+``_base.yaml``) say everything it does, and :func:`resolve_method` is the one reader that turns
+them into a :class:`MethodSpec`. No code elsewhere asks which method it runs, only what the
+spec says (``spec.stage``, ``spec.gate``, ``spec.layers`` ...).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,17 @@ from typing import Any
 
 from spt_cli.config import as_dict, read_config_file
 from spt_cli.errors import ConfigError
+from spt_cli.model.gates import GATE_TYPES
 
 INPUT_PROMPTS = ("static", "none")
 GENERATORS = ("pooled", "naive", "static", "prefix", "none")
 POOLS = ("avg", "max")
-GATES = ("soft", "stochastic", "hard")
-# Methods whose layers must be given (a search result or a hand-picked list).
-NEEDS_LAYERS = ("spt_fixed", "fixed_layers")
+GATES = tuple(GATE_TYPES)
+STAGES = ("train", "search")
+DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
+# Keys that say which stage runs a method and how its layers are chosen, not what a model with
+# concrete layers computes.
+ROLE_KEYS = ("stage", "retrain_as", "default_layers")
 
 
 @dataclass
@@ -25,6 +35,9 @@ class MethodSpec:
     """
 
     name: str
+    stage: str
+    retrain_as: str | None
+    default_layers: str
     num_tokens: int
     input_prompt: str
     generator: str
@@ -44,13 +57,13 @@ class MethodSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @property
-    def soft_gates(self) -> bool:
-        return self.gate in ("soft", "stochastic") and self.generator != "prefix"
-
-    @property
-    def has_prompts(self) -> bool:
-        return self.num_tokens > 0 and (self.input_prompt == "static" or bool(self.layers))
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> MethodSpec:
+        """A spec saved by :meth:`to_dict` (an artefact); keys added since it was saved take
+        their ``_base.yaml`` defaults (they choose stages and default layers, never a
+        number of a model whose layers are already concrete)."""
+        base = as_dict(read_config_file("method", "_base"))
+        return cls(**{**{k: base[k] for k in ROLE_KEYS}, **saved})
 
 
 def _choice(cfg: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
@@ -74,20 +87,57 @@ def method_settings(method_cfg: Any) -> dict[str, Any]:
     return {**base, **given}
 
 
+def method_stage(method_cfg: Any) -> str:
+    """The stage a method belongs to (``method.stage``): ``train`` or ``search``."""
+    return _choice(method_settings(method_cfg), "stage", STAGES)
+
+
+def check_stage(method_cfg: Any, stage: str) -> None:
+    """Refuse, with a one-line ConfigError, a method run by a stage it does not belong to
+    (``stage``: the CLI word; retrain and controls retrain a search method's layers)."""
+    name, belongs = str(method_settings(method_cfg)["name"]), method_stage(method_cfg)
+    if stage == "train" and belongs == "search":
+        raise ConfigError(
+            f"method={name} is searched, not trained: "
+            "use spt-run search (or spt-run retrain layers=[..])"
+        )
+    if stage in ("search", "retrain", "controls") and belongs != "search":
+        raise ConfigError(
+            f"{stage} needs a searched method (method.stage=search, e.g. method=spt), not "
+            f"method={name}; use spt-run train method={name} for baselines"
+        )
+
+
+def retrain_method(search_cfg: Any, layers: list[int]) -> Any:
+    """The method that retrains a search's ``layers``: the file ``method.retrain_as`` names,
+    with the search's prompt settings (p, generator, m, input prompt ...), so that the retrain
+    builds a model of the family the search searched. Returns a DictConfig."""
+    from omegaconf import OmegaConf
+
+    cfg = method_settings(search_cfg)
+    if cfg["retrain_as"] is None:
+        raise ConfigError(
+            f"method={cfg['name']} names no method.retrain_as to retrain its layers with"
+        )
+    base = read_config_file("method", str(cfg["retrain_as"]))
+    # What the retrained model is (name, stage, layers, gates) comes from its own file.
+    own = ("name", "layers", "gate", *ROLE_KEYS)
+    shared = {k: v for k, v in as_dict(search_cfg).items() if k not in own}
+    return OmegaConf.merge(base, shared, {"layers": list(layers)})
+
+
 def resolve_method(
     method_cfg: Any, num_layers: int, model_name: str, layers: list[int] | None = None
 ) -> MethodSpec:
-    """Validate a method config and fill in its default layers for an L-block backbone.
-
-    Defaults when ``layers`` is null: soft/stochastic gates (spt) -> candidates 1..L-1;
-    lpt -> [L // 2]; deep_prompt -> 1..L-1 (block 0 gets the input prompt); prefix
-    (ptuning_v2) -> 0..L-1; random_layers -> ``num_random_layers`` (default round(L/3))
-    blocks drawn from 1..L-1 with ``layer_seed``; spt_fixed/fixed_layers need a list.
-    """
+    """Validate a method config and fill in its layers for an L-block backbone: ``layers``,
+    else ``method.layers``, else ``method.default_layers`` (see :func:`_default_layers`)."""
     cfg = method_settings(method_cfg)
     name = str(cfg["name"])
     spec = MethodSpec(
         name=name,
+        stage=_choice(cfg, "stage", STAGES),
+        retrain_as=None if cfg["retrain_as"] is None else str(cfg["retrain_as"]),
+        default_layers=_choice(cfg, "default_layers", DEFAULT_LAYERS),
         num_tokens=int(cfg["num_tokens"] or 0),
         input_prompt=_choice(cfg, "input_prompt", INPUT_PROMPTS),
         generator=_choice(cfg, "generator", GENERATORS),
@@ -136,14 +186,18 @@ def resolve_method(
 
 
 def _default_layers(spec: MethodSpec, num_layers: int) -> list[int]:
+    """``method.default_layers`` for an L-block backbone: upper 1..L-1 (SPT's candidates, deep
+    prompts above the input prompt), all 0..L-1, middle [L // 2], random (``num_random_layers``,
+    default round(L/3), drawn from 1..L-1 with ``layer_seed``), given (refused: no default);
+    none without per-layer prompts."""
     candidates = list(range(1, num_layers))
     if spec.generator == "none":
         return []
-    if spec.generator == "prefix":
+    if spec.default_layers == "all":
         return list(range(num_layers))
-    if spec.name == "lpt":
+    if spec.default_layers == "middle":
         return [num_layers // 2]
-    if spec.name == "random_layers":
+    if spec.default_layers == "random":
         k = spec.num_random_layers
         k = max(1, round(num_layers / 3)) if k is None else int(k)
         if not 0 < k <= len(candidates):
@@ -151,9 +205,9 @@ def _default_layers(spec: MethodSpec, num_layers: int) -> list[int]:
                 f"method.num_random_layers={k} must be in 1..{len(candidates)} for this backbone"
             )
         return sorted(random.Random(spec.layer_seed).sample(candidates, k))
-    if spec.name in NEEDS_LAYERS:
+    if spec.default_layers == "given":
         raise ConfigError(
             f"method={spec.name} needs its prompt layers: pass layers=[...] (0-based blocks, "
             "e.g. layers=[2,4]) or retrain from a search"
         )
-    return candidates  # spt's candidates, deep_prompt's every block above the input
+    return candidates

@@ -29,7 +29,7 @@ def parameter_table(model: Any) -> dict[str, Any]:
         rows.append((f"generator block {key} ({spec.generator})", _count(gen)))
     if model.prefix is not None:
         rows.append((f"key/value prefixes ({len(spec.layers)} blocks)", _count(model.prefix)))
-    if model.gates is not None:
+    if model.gates is not None and model.gates.learned:
         rows.append((f"gates ({spec.gate}, {len(spec.layers)} layers)", _count(model.gates)))
     if model.head is not None:
         rows.append((f"head ({model.head_name})", _count(model.head)))

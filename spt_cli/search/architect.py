@@ -9,11 +9,13 @@ one-sided (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w, alpha)) / R, re
 virtual step's pass for the second term: four passes over a batch instead of five, with an
 O(R) instead of O(R^2) truncation error. Everything runs through
 ``torch.func.functional_call`` on the small trainable weights; the frozen backbone is never
-copied.
+copied. L_train is taken over the weight step's own micro-batches (``trainer.grad_accum``),
+one micro-batch at a time, so the virtual step sees the data the weight step then trains on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,13 +23,9 @@ from torch.func import functional_call
 
 from spt_cli.config import check_search_options
 from spt_cli.search.balance import balanced_loss
-from spt_cli.train.protocol import TrainableModel
+from spt_cli.search.protocol import SearchableModel
 
-
-def binary_entropy(p: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of independent Bernoulli gates: 0 when every gate is 0 or 1."""
-    p = p.clamp(1e-6, 1 - 1e-6)
-    return (-(p * p.log() + (1 - p) * (1 - p).log())).mean()
+Grads = Sequence[torch.Tensor | None]
 
 
 class Architect:
@@ -36,12 +34,14 @@ class Architect:
     Options (``search.*``): ``alpha_optimizer`` adam (DARTS) or sgd (alpha then moves with the
     gradient's size, not only its sign); ``alpha_grad`` raw or centred (the mean over layers
     removed: only the gates' relative preferences move them, not a common drift);
-    ``gate_shift`` none or budget (the model's gates keep sum_l a_l = K, S3Delta-style).
+    ``gate_shift`` none or budget (the model's gates keep sum_l a_l = K, S3Delta-style);
+    ``anneal``: the temperature goes linearly from the gates' own (``method.tau``) to
+    ``tau_end``.
     """
 
     def __init__(
         self,
-        model: TrainableModel,
+        model: SearchableModel,
         scfg: Any,
         weight_lr: float,
         class_weights: torch.Tensor | None = None,
@@ -56,7 +56,7 @@ class Architect:
         self.budget = scfg.budget
         self.penalty = float(scfg.budget_penalty or 0.0)
         self.anneal = bool(scfg.anneal)
-        self.tau_start, self.tau_end = float(scfg.tau_start), float(scfg.tau_end)
+        self.tau_start, self.tau_end = float(model.tau), float(scfg.tau_end)
         self.centred = str(scfg.alpha_grad) == "centred"
         self.gates = list(model.gate_parameters())
         self.lr = float(scfg.alpha_lr)
@@ -72,9 +72,7 @@ class Architect:
                 weight_decay=float(scfg.alpha_weight_decay),
             )
         self.steps = 0  # alpha updates so far
-        self.weights_frozen_at: int | None = None  # search.weight_stop_loss reached here
         model.set_gate_budget(float(self.budget) if str(scfg.gate_shift) == "budget" else None)
-        self.model.set_tau(self.tau_start)
 
     # -- the step ----------------------------------------------------------------------------
     def _penalty(self) -> torch.Tensor | float:
@@ -82,9 +80,11 @@ class Architect:
             return 0.0
         return self.penalty * (self.model.gate_values().sum() - float(self.budget)) ** 2
 
-    def step(self, w_batch: dict, alpha_batch: dict, step: int, total: int) -> dict[str, float]:
-        """One alpha update on ``alpha_batch`` (D_alpha); ``w_batch`` (D_w) feeds the unrolled
-        virtual step of the second-order variant."""
+    def step(
+        self, w_batches: Sequence[dict], alpha_batch: dict, step: int, total: int
+    ) -> dict[str, float]:
+        """One alpha update on ``alpha_batch`` (D_alpha); ``w_batches`` (D_w: the micro-batches
+        of this step's weight update) feed the unrolled virtual step of the second order."""
         if self.anneal and total > 1:
             frac = step / (total - 1)
             self.model.set_tau(self.tau_start + frac * (self.tau_end - self.tau_start))
@@ -94,7 +94,7 @@ class Architect:
             total_loss = loss + self._penalty()
             grads = torch.autograd.grad(total_loss, self.gates, allow_unused=True)
         else:
-            loss, grads = self._second_order(w_batch, alpha_batch)
+            loss, grads = self._second_order(w_batches, alpha_batch)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.gates, grads)]
         if self.centred:
             flat = torch.cat([g.flatten() for g in grads])
@@ -123,7 +123,18 @@ class Architect:
             return out["loss"]
         return balanced_loss(out["logits"], batch["labels"], self.class_weights)
 
-    def _second_order(self, w_batch: dict, alpha_batch: dict):
+    def _train_grads(self, params: dict[str, torch.Tensor], batches: Sequence[dict],
+                     wrt: Sequence[torch.Tensor]) -> Grads:  # fmt: skip
+        """grad of L_train, the mean loss over ``batches``, one micro-batch at a time (as the
+        weight step accumulates it)."""
+        total: list[torch.Tensor | None] = [None] * len(wrt)
+        for batch in batches:
+            loss = self._loss(params, batch) / len(batches)
+            grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+            total = [g if t is None else t if g is None else t + g for t, g in zip(total, grads)]
+        return total
+
+    def _second_order(self, w_batches: Sequence[dict], alpha_batch: dict):
         weights = self._weights()
         names = list(weights)
         forward = self.hessian == "forward"
@@ -132,9 +143,8 @@ class Architect:
         # Virtual step w' = w - xi * grad_w L_train(w, alpha) (plain SGD, as in DARTS' unrolled
         # model; the AdamW moments are not part of the approximation). The one-sided difference
         # also takes grad_alpha L_train(w, alpha) from this pass (almost free: same backward).
-        train_loss = self._loss(weights, w_batch)
         wanted = [weights[n] for n in names] + (self.gates if forward else [])
-        grads_train = torch.autograd.grad(train_loss, wanted, allow_unused=True)
+        grads_train = self._train_grads(weights, w_batches, wanted)
         g_w, g_here = grads_train[: len(names)], grads_train[len(names) :]
         virtual = {
             n: (weights[n] - self.xi * (g if g is not None else 0)).detach().requires_grad_(True)
@@ -157,13 +167,13 @@ class Architect:
             # reuse these masks.
             after_val = _rng_get(device)
             _rng_set(device, before_virtual)
-            g_plus = torch.autograd.grad(self._loss(w_plus, w_batch), self.gates, allow_unused=True)
+            g_plus = self._train_grads(w_plus, w_batches, self.gates)
             _rng_set(device, after_val)
             g_minus, span = g_here, r
         else:
             with torch.no_grad():
                 w_minus = {n: weights[n] - r * g for n, g in zip(names, d_w)}
-            g_plus, g_minus = self._gate_grads_at(w_plus, w_minus, w_batch)
+            g_plus, g_minus = self._gate_grads_at(w_plus, w_minus, w_batches)
             span = 2 * r
         out = []
         for da, gp, gm in zip(d_alpha, g_plus, g_minus):
@@ -172,7 +182,9 @@ class Architect:
             out.append(da - self.xi * hess)
         return val_loss, out
 
-    def _gate_grads_at(self, w_plus: dict, w_minus: dict, batch: dict) -> tuple[tuple, tuple]:
+    def _gate_grads_at(
+        self, w_plus: dict, w_minus: dict, batches: Sequence[dict]
+    ) -> tuple[Grads, Grads]:
         """grad_alpha L_train at w+ and at w-, both passes under the same random state.
 
         The finite difference divides their gap by 2R (R ~ 0.01 / ||v||, tiny): with dropout
@@ -182,9 +194,9 @@ class Architect:
         """
         device = _device(w_plus)
         state = _rng_get(device)
-        g_plus = torch.autograd.grad(self._loss(w_plus, batch), self.gates, allow_unused=True)
+        g_plus = self._train_grads(w_plus, batches, self.gates)
         _rng_set(device, state)
-        g_minus = torch.autograd.grad(self._loss(w_minus, batch), self.gates, allow_unused=True)
+        g_minus = self._train_grads(w_minus, batches, self.gates)
         return g_plus, g_minus
 
     def alphas(self) -> list[float]:
@@ -199,13 +211,13 @@ class Architect:
             f"gates/layer_{layer:02d}": float(p)
             for layer, p in zip(self.model.candidate_layers, probs)
         }
-        out["search/gate_entropy"] = float(binary_entropy(probs))
+        out["search/gate_entropy"] = self.model.gate_entropy()
         out["search/tau"] = float(self.model.tau)
         return out
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "tau": self.model.tau,
-                "steps": self.steps, "weights_frozen_at": self.weights_frozen_at}  # fmt: skip
+                "steps": self.steps}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -213,7 +225,6 @@ class Architect:
             self.model.set_tau(state["tau"])
         # Absent in checkpoints written before they were kept.
         self.steps = int(state.get("steps", 0))
-        self.weights_frozen_at = state.get("weights_frozen_at")
 
 
 def _device(params: dict[str, torch.Tensor]) -> torch.device:

@@ -1,9 +1,11 @@
 """SPT-DARTS' bi-level loop: split the training data, warm up the weights, then per step one
 alpha update on D_alpha followed by one weight update on D_w; finally derive the layers.
 
-As DARTS' ``train_search.py``: the architect step and the weight step alternate in one loop;
-the weight step is the training loop's own (:meth:`spt_cli.train.loop.Trainer.weight_step`),
-so the search trains its weights exactly as every other phase does.
+As DARTS' ``train_search.py``: :class:`BilevelStep` is the whole step, the architect's alpha
+step then the weight step, which is the training loop's own
+(:meth:`spt_cli.train.loop.Trainer.weight_step`), so the search trains its weights exactly as
+every other phase does. The Trainer repeats the step and keeps its bookkeeping (evaluation,
+logging, checkpoints); it knows nothing of the search.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from spt_cli.runlog import RunLogger
 from spt_cli.search.architect import Architect
 from spt_cli.search.balance import class_weights
 from spt_cli.search.diagnostics import MixMeter, diagnose, evidence, separation
+from spt_cli.search.protocol import SearchableModel
 from spt_cli.search.select import choose_layers, default_budget, select_layers
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.cache import LowerStateStores
 from spt_cli.train.loop import Trainer
-from spt_cli.train.protocol import TrainableModel
 
 
 @dataclass
@@ -78,8 +80,45 @@ def alpha_class_weights(
     return class_weights([int(f["labels"]) for f in alpha_features], int(task.num_labels))
 
 
+class BilevelStep:
+    """One SPT-DARTS step (DARTS' ``train_search.py``): alpha on a D_alpha batch, then the
+    weights on D_w. It holds the loop's state: with ``search.weight_stop_loss`` the weight
+    steps stop once the D_w loss falls below it (``weights_frozen_at``), the alpha steps go on.
+    """
+
+    def __init__(
+        self, architect: Architect, trainer: Trainer, alpha_stream: BatchStream, scfg: Any
+    ) -> None:
+        self.architect, self.trainer, self.alpha_stream = architect, trainer, alpha_stream
+        self.warmup = int(scfg.warmup_steps)
+        self.stop_loss = None if scfg.weight_stop_loss is None else float(scfg.weight_stop_loss)
+        self.weights_frozen_at: int | None = None
+
+    def __call__(self, step: int) -> dict[str, float]:
+        trainer, logs = self.trainer, {}
+        if step >= self.warmup:  # warm-up: weights only, the gates stay where they started
+            # The weight step's own micro-batches: a second-order virtual step sees its data.
+            accum = trainer.grad_accum
+            w_batches = [trainer.batch(step * accum + i) for i in range(accum)]
+            alpha_batch = trainer.fetch(self.alpha_stream, step)
+            logs.update(self.architect.step(w_batches, alpha_batch, step, trainer.total))
+        if self.weights_frozen_at is None:
+            logs.update(trainer.weight_step(step))
+            if self.stop_loss is not None and logs["train/loss"] < self.stop_loss:
+                self.weights_frozen_at = step + 1  # D_w fitted: alpha steps only from here
+        logs.update(self.architect.log_values())
+        return logs
+
+    def state_dict(self) -> dict:
+        return {**self.architect.state_dict(), "weights_frozen_at": self.weights_frozen_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.architect.load_state_dict(state)
+        self.weights_frozen_at = state.get("weights_frozen_at")
+
+
 def run_search(
-    model: TrainableModel,
+    model: SearchableModel,
     *,
     task: Any,
     w_features: Sequence[dict],
@@ -115,27 +154,12 @@ def run_search(
         select_on_dev=False,
         max_steps=scfg.max_steps,
         progress=progress,
-        extra={"architect": architect},
         lower_stores=lower_stores,
     )
     alpha_stream = BatchStream(alpha_features, int(tcfg.batch_size), seed + 1, pad_token_id)
-    warmup = int(scfg.warmup_steps)
-    stop_loss = None if scfg.weight_stop_loss is None else float(scfg.weight_stop_loss)
-
-    def bilevel_step(step: int) -> dict[str, float]:
-        logs: dict[str, float] = {}
-        if step >= warmup:  # warm-up: weights only, the gates stay where they started
-            w_batch = trainer.batch(step * trainer.grad_accum)
-            alpha_batch = trainer.fetch(alpha_stream, step)
-            logs.update(architect.step(w_batch, alpha_batch, step, trainer.total))
-        if architect.weights_frozen_at is None:
-            logs.update(trainer.weight_step(step))
-            if stop_loss is not None and logs["train/loss"] < stop_loss:
-                architect.weights_frozen_at = step + 1  # D_w fitted: alpha steps only from here
-        logs.update(architect.log_values())
-        return logs
-
-    trainer.fit(bilevel_step)
+    bilevel = BilevelStep(architect, trainer, alpha_stream, scfg)
+    # Checkpointed under "architect": the key search checkpoints have always used.
+    trainer.fit(bilevel, state={"architect": bilevel})
     probs = {int(layer): float(p) for layer, p in zip(model.candidate_layers, model.gate_probs())}
     alphas = {int(k): float(a) for k, a in zip(model.candidate_layers, architect.alphas())}
     threshold = None if scfg.threshold is None else float(scfg.threshold)
@@ -177,7 +201,7 @@ def run_search(
     )
     diag.update({"select": select, "ablation_scores": scores, "by_gates": by_gates,
                  "by_ablation": by_ablation, "selection": selection,
-                 "weights_frozen_at": architect.weights_frozen_at})  # fmt: skip
+                 "weights_frozen_at": bilevel.weights_frozen_at})  # fmt: skip
     # Its own phase: the "search" records stay one per step.
     logger.log(_flat(diag), step=trainer.total, phase="search_summary")
     return SearchResult(layers, probs, budget, threshold, diag)
@@ -195,7 +219,7 @@ def _eval_batches(trainer: Trainer, features: Sequence[dict]):
 
 @torch.no_grad()
 def mixture_norms(
-    model: TrainableModel, trainer: Trainer, features: Sequence[dict]
+    model: SearchableModel, trainer: Trainer, features: Sequence[dict]
 ) -> dict[int, tuple[float, float]]:
     """Mean ||a_l G_l|| and ||(1 - a_l) H_P|| per candidate layer on ``features`` (eval mode)."""
     meter = MixMeter()
@@ -211,7 +235,7 @@ def mixture_norms(
 
 @torch.no_grad()
 def ablation_scores(
-    model: TrainableModel, trainer: Trainer, features: Sequence[dict]
+    model: SearchableModel, trainer: Trainer, features: Sequence[dict]
 ) -> dict[int, float]:
     """Per candidate layer, the D_alpha loss with its gate alone switched off (a_l = 0) minus
     the loss with it switched on (a_l = 1), the other gates as learned, dropout off (DARTS-PT's

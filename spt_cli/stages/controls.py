@@ -15,20 +15,18 @@ from spt_cli.config import to_plain
 from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
 from spt_cli.stages.common import logger_for, say, setup
-from spt_cli.stages.train import fit_and_test, fixed_method
+from spt_cli.stages.train import fit_and_test
 
 
 def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
     """Retrain the subsets a record lacks, print them best first, rank a searched set."""
     from spt_cli.model import make_adapter, resolve_method
+    from spt_cli.model.methods import ROLE_KEYS, check_stage, retrain_method
     from spt_cli.search.bilevel import search_budget
     from spt_cli.search.controls import ControlRecord, layer_subsets, plot_controls, subset_key
 
     t0 = time.time()
-    if str(cfg.method.name) != "spt":
-        raise ConfigError(
-            f"controls retrain SPT's layer subsets: use method=spt, not method={cfg.method.name}"
-        )
+    check_stage(cfg.method, "controls")
     searched = _searched_layers(cfg)
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, "controls", s.task.name)
@@ -43,7 +41,12 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
             "main_metric": s.task.main_metric,
         }  # fmt: skip
         protocol = {
-            "method": to_plain(fixed_method(cfg.method, [])),
+            # Role keys (which stage, which default layers) change no retrained number.
+            "method": {
+                k: v
+                for k, v in to_plain(retrain_method(cfg.method, [])).items()
+                if k not in ROLE_KEYS
+            },
             "trainer": to_plain(cfg.trainer),
             "data": to_plain(cfg.data),
             "head": to_plain(cfg.head),
@@ -54,7 +57,7 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
             f"{len(subsets) - len(todo)} in {record.path}, {len(todo)} to retrain")  # fmt: skip
         for i, layers in enumerate(todo):
             started = time.time()
-            method = fixed_method(cfg.method, list(layers))
+            method = retrain_method(cfg.method, list(layers))
             phase = "subset_" + "_".join(map(str, layers))
             fit = fit_and_test(cfg, s, method, run_dir, logger, phase, artifact=False,
                                verbose=False)  # fmt: skip
@@ -70,7 +73,8 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
         print(_table(record.data, searched, summary))
         plot_controls(record.data, searched, run_dir / "controls.png")
         write_json(run_dir / "results.json", {
-            "task": s.task.name, "method": "spt", "stage": "controls", "model": identity["model"],
+            "task": s.task.name, "method": str(cfg.method.name), "stage": "controls",
+            "model": identity["model"],
             "shots": identity["shots"], "seed": identity["seed"], "status": "completed",
             "main_metric": s.task.main_metric, "record": str(record.path), **summary,
             "wall_time_s": round(time.time() - t0, 2), "config": to_plain(cfg),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ class Fit:
     parameters: dict[str, Any] | None = None
     best_step: int | None = None
     steps: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def versions() -> dict[str, str | None]:
@@ -100,7 +99,6 @@ def write_results(
         "wall_time_s": round(time.time() - t0, 2),
         "versions": versions(),
         "config": to_plain(cfg),
-        **fit.extra,
         **extra,
     }
     write_json(run_dir / "results.json", results)

@@ -12,13 +12,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
-from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
 from spt_cli.runlog import RunLogger, plot_gates, read_metrics
 from spt_cli.search.diagnostics import format_diagnostics
 from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
 from spt_cli.stages.results import Fit, report, write_results
-from spt_cli.stages.train import fit_and_test, fixed_method
+from spt_cli.stages.train import fit_and_test
 
 SEARCH_CKPT = "checkpoints/search.pt"
 SELECTION = "selected_layers.json"
@@ -26,12 +25,11 @@ SELECTION = "selected_layers.json"
 
 def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
     """Search, show the selection, then retrain it (``retrain=false``: stop after the search)."""
+    from spt_cli.model import check_stage, retrain_method
+
     t0 = time.time()
-    if str(cfg.method.name) != "spt":
-        raise ConfigError(
-            f"search needs method=spt (got method={cfg.method.name}); "
-            f"use spt-run train method={cfg.method.name} for baselines"
-        )
+    check_stage(cfg.method, "search")
+    name = str(cfg.method.name)
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, "search", s.task.name)
     try:
@@ -46,10 +44,10 @@ def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
                  "search_diagnostics": selection.get("diagnostics"),
                  "selection": selection.get("selection")}  # fmt: skip
         if not cfg.retrain:
-            write_results(cfg, run_dir, s, "search", Fit(method="spt"), t0, **found)
+            write_results(cfg, run_dir, s, "search", Fit(method=name), t0, **found)
             return None
-        fit = fit_and_test(cfg, s, fixed_method(cfg.method, layers), run_dir, logger, "retrain")
-        fit.method = "spt"
+        fit = fit_and_test(cfg, s, retrain_method(cfg.method, layers), run_dir, logger, "retrain")
+        fit.method = name
         results = write_results(cfg, run_dir, s, "search", fit, t0, **found)
         logger.summary({"test": results["test"], "dev": results["dev"] or {}})
         report(results)

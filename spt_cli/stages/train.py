@@ -9,7 +9,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from spt_cli.config import read_config_file
 from spt_cli.errors import ConfigError
 from spt_cli.runlog import RunLogger
 from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
@@ -69,16 +68,6 @@ def fit_and_test(
     )
 
 
-def fixed_method(search_method: DictConfig, layers: list[int]) -> DictConfig:
-    """``spt_fixed`` on ``layers`` with the search's prompt settings (p, generator, m, ...),
-    its input prompt included: the retrain builds a model of the family the search searched."""
-    base = read_config_file("method", "spt_fixed")
-    shared = {k: search_method[k] for k in search_method if k not in ("name", "layers", "gate")}
-    merged = OmegaConf.merge(base, shared, {"layers": list(layers)})
-    assert isinstance(merged, DictConfig)
-    return merged
-
-
 def resolve_retrain_layers(cfg: DictConfig) -> list[int]:
     """Layers for ``retrain``: ``layers=[..]`` or ``from_search=<search run dir>``."""
     if cfg.layers is not None:
@@ -104,26 +93,23 @@ def resolve_retrain_layers(cfg: DictConfig) -> list[int]:
 
 
 def stage_train(cfg: DictConfig, run_dir: Path, stage: str = "train") -> float | None:
-    """Train a method (baselines, or spt_fixed for retrain) with the shared loop, then test."""
+    """Train a method (a baseline, or for retrain the search method's ``retrain_as`` on the
+    given layers) with the shared loop, then test."""
+    from spt_cli.model import check_stage, retrain_method
+
     t0 = time.time()
     method_cfg = cfg.method
-    if stage == "train" and str(method_cfg.name) == "spt":
-        raise ConfigError(
-            "method=spt is searched, not trained: "
-            "use spt-run search (or spt-run retrain layers=[..])"
-        )
+    check_stage(method_cfg, stage)
     if stage == "retrain":
-        search_method = cfg.method if str(cfg.method.name) == "spt" else None
-        method_cfg = fixed_method(search_method or read_config_file("method", "spt"),
-                                  resolve_retrain_layers(cfg))  # fmt: skip
+        method_cfg = retrain_method(cfg.method, resolve_retrain_layers(cfg))
     elif cfg.layers is not None:
         method_cfg = OmegaConf.merge(method_cfg, {"layers": list(cfg.layers)})
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, stage, s.task.name)
     try:
         fit = fit_and_test(cfg, s, method_cfg, run_dir, logger, stage)
-        if stage == "retrain":
-            fit.method = "spt"
+        if stage == "retrain":  # reported under the searched method's name
+            fit.method = str(cfg.method.name)
         selected = fit.layers if stage == "retrain" else None
         results = write_results(cfg, run_dir, s, stage, fit, t0, selected_layers=selected)
         logger.summary({"test": results["test"], "dev": results["dev"] or {}})

@@ -4,7 +4,7 @@
 accumulation, evaluation every N steps, early stopping, best-dev restore, resumable
 checkpoints, Ctrl-C/SIGTERM handling and a stop on non-finite loss. :meth:`Trainer.weight_step`
 is one optimiser step on the training batches; :meth:`Trainer.fit` repeats a step function
-(the weight step, or the search's alpha-then-weight step) and does the bookkeeping around it.
+(the weight step, or another phase's step built around it) and does the bookkeeping around it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +46,7 @@ class Interrupted(SptError):
 
 
 class Stateful(Protocol):
-    """Something whose state a checkpoint keeps beside the model's (the search's architect)."""
+    """Something whose state a checkpoint keeps beside the model's (e.g. a step function's)."""
 
     def state_dict(self) -> dict: ...
 
@@ -63,7 +63,6 @@ class TrainResult:
     last_dev: dict[str, float] | None
     wall_time_s: float
     resumed_from: int | None = None
-    history: list[dict] = field(default_factory=list)
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int):
@@ -153,9 +152,9 @@ class Trainer:
     """One training phase of ``model``'s weight parameters on ``train_features``.
 
     With ``select_on_dev`` the best dev state (task main metric) is restored at the end; the
-    search passes ``False`` (its dev set is D_alpha, which must not pick a state). ``extra``
-    objects (the search's architect) are checkpointed and restored with the model;
-    ``lower_stores`` shares frozen lower-layer states with other models of the process.
+    search passes ``False`` (its dev set is D_alpha, which must not pick a state).
+    ``lower_stores`` shares frozen lower-layer states with other models of the process. With
+    ``resume``, :meth:`fit` continues from the checkpoint.
     """
 
     def __init__(
@@ -175,7 +174,6 @@ class Trainer:
         select_on_dev: bool = True,
         max_steps: int | None = None,
         progress: bool = True,
-        extra: dict[str, Stateful] | None = None,
         lower_stores: LowerStateStores | None = None,
     ) -> None:
         self.t0 = time.time()
@@ -183,7 +181,8 @@ class Trainer:
         self.dev_features, self.pad_token_id = dev_features, pad_token_id
         self.logger, self.phase, self.checkpoint_path = logger, phase, checkpoint_path
         self.select_on_dev, self.progress = select_on_dev, progress
-        self.extra = dict(extra or {})
+        self.resume = resume
+        self.state: dict[str, Stateful] = {}
         self.device = resolve_device(str(tcfg.device))
         model.to(self.device)
         self.grad_accum = int(tcfg.grad_accum)
@@ -204,8 +203,6 @@ class Trainer:
         self.last_dev: dict[str, float] | None = None
         self.bad_evals = 0
         self.resumed_from: int | None = None
-        if resume and checkpoint_path.exists():
-            self._restore()
 
     # -- batches -----------------------------------------------------------------------------
     def fetch(self, source: BatchStream, index: int) -> dict[str, torch.Tensor]:
@@ -230,9 +227,6 @@ class Trainer:
                 self._non_finite(loss, step)
             loss.backward()
             loss_sum += float(loss.detach())
-        # Gates are stepped by a search's architect only; drop the grads the weight loss left.
-        for p in self.model.gate_parameters():
-            p.grad = None
         if self.tcfg.max_grad_norm:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, float(self.tcfg.max_grad_norm))
@@ -255,10 +249,16 @@ class Trainer:
         )
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self, step_fn: StepFn | None = None) -> TrainResult:
+    def fit(
+        self, step_fn: StepFn | None = None, state: dict[str, Stateful] | None = None
+    ) -> TrainResult:
         """Run ``step_fn(step)`` (default :meth:`weight_step`) up to the last step; evaluate,
-        log and checkpoint after each; restore the best dev state at the end."""
+        log and checkpoint after each; restore the best dev state at the end. ``state``:
+        objects checkpointed (and on resume restored) with the model, under their keys."""
         step_fn = step_fn or self.weight_step
+        self.state = dict(state or {})
+        if self.resume and self.checkpoint_path.exists():
+            self._restore()
         self.model.train()
         bar = tqdm(
             total=self.total,
@@ -311,8 +311,6 @@ class Trainer:
         post = {"loss": f"{logs.get('train/loss', float('nan')):.4f}"}
         if self.last_dev is not None:
             post[f"dev_{main}"] = f"{self.last_dev[main]:.4f}"
-        if "search/gate_entropy" in logs:
-            post["H"] = f"{logs['search/gate_entropy']:.3f}"
         bar.set_postfix(post, refresh=False)
         bar.update(1)
         every = int(self.tcfg.checkpoint_every or 0)
@@ -341,13 +339,12 @@ class Trainer:
             "model": trainable_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "architect": None,
             "best": self.best,
             "bad_evals": self.bad_evals,
             "last_dev": self.last_dev,
             "rng": rng_state(),
         }
-        payload.update({name: obj.state_dict() for name, obj in self.extra.items()})
+        payload.update({name: obj.state_dict() for name, obj in self.state.items()})
         save_checkpoint(self.checkpoint_path, payload)
 
     def _restore(self) -> None:
@@ -355,7 +352,7 @@ class Trainer:
         load_trainable_state(self.model, ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
-        for name, obj in self.extra.items():
+        for name, obj in self.state.items():
             if ck.get(name) is not None:
                 obj.load_state_dict(ck[name])
         self.step, self.best = ck["step"], ck["best"]

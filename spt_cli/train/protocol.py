@@ -1,8 +1,9 @@
-"""What the training loop, the search and the lower-layer cache need from a model.
+"""What the training loop and the lower-layer cache need from a model.
 
 :class:`spt_cli.model.GatedPromptModel` is the implementation; tests use a small fake with the
-same methods. Every method is required: a model without gates returns empty lists, a model
-without frozen lower layers has ``cache_layer = None``.
+same methods. Every method is required: a model without frozen lower layers has
+``cache_layer = None``. What a search needs beyond this (the gates) is
+:class:`spt_cli.search.protocol.SearchableModel`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from torch import nn
 
 @runtime_checkable
 class TrainableModel(Protocol):
-    """A prompt model whose weights the loop trains and whose gates a search may step."""
-
-    candidate_layers: list[int]
-    num_layers: int
+    """A prompt model whose weights the loop trains."""
 
     def __call__(self, **batch: Any) -> dict[str, torch.Tensor]:
         """``{"logits": ..., "loss": ...}`` (loss when the batch has labels)."""
@@ -31,38 +29,6 @@ class TrainableModel(Protocol):
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The trainable backbone parameters (fine-tuning), trained at ``trainer.backbone_lr``;
         empty for a frozen backbone."""
-        ...
-
-    def gate_parameters(self) -> list[nn.Parameter]:
-        """The gate logits alpha (empty without soft gates); only a search steps them."""
-        ...
-
-    def gate_values(self) -> torch.Tensor:
-        """Differentiable a_l per candidate layer."""
-        ...
-
-    def gate_probs(self) -> torch.Tensor:
-        """Detached a_l per candidate layer."""
-        ...
-
-    def set_gate_budget(self, budget: float | None) -> None:
-        """Hold sum_l a_l at ``budget`` (a shift of every gate's logit); None: no shift."""
-        ...
-
-    def override_gates(self, values: torch.Tensor | None) -> None:
-        """Use ``values`` as the gates of every forward (None: the learned gates again)."""
-        ...
-
-    mix_observer: Any
-    """None, or called as ``observer(layer, a_l, G_l(H_X), H_P)`` at every gated mixture."""
-
-    @property
-    def tau(self) -> float:
-        """The gate temperature."""
-        ...
-
-    def set_tau(self, tau: float) -> None:
-        """Set the gate temperature (annealing)."""
         ...
 
     @property

@@ -6,13 +6,9 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spt_cli.config import as_dict, read_config_file
+from spt_cli.config import GATES, GENERATORS, INPUT_PROMPTS, POOLS, as_dict, read_config_file
 from spt_cli.errors import ConfigError
 
-INPUT_PROMPTS = ("static", "none")
-GENERATORS = ("pooled", "naive", "static", "prefix", "none")
-POOLS = ("avg", "max")
-GATES = ("soft", "stochastic", "hard")
 # Methods whose layers must be given (a search result or a hand-picked list).
 NEEDS_LAYERS = ("spt_fixed", "fixed_layers")
 

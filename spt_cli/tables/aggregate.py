@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spt_cli.config import SELECT_MODES
 from spt_cli.errors import ConfigError
 from spt_cli.tables.records import RunRecord
-from spt_cli.tables.select import SELECT_MODES, Choice, assign_settings, choose
+from spt_cli.tables.select import Choice, assign_settings, choose
 
 # Paper order (LPT / SPT tables): baselines first, SPT last; then anything else alphabetically.
 METHOD_ORDER = (

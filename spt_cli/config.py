@@ -40,10 +40,7 @@ SEARCH_CHOICES = {
 def check_search_options(scfg: Any) -> None:
     """Refuse an unknown value of a ``search.*`` choice with a one-line error."""
     for key, choices in SEARCH_CHOICES.items():
-        value = str(scfg[key])
-        if value not in choices:
-            options = " or ".join(choices)
-            raise ConfigError(f"search.{key}={value} is not known; use search.{key}={options}")
+        check_value(f"search.{key}", scfg[key], Choice(choices))
 
 
 # ``reuse``: what a rerun sweep may reuse of an earlier run of the same config (spt_cli.jobs).
@@ -123,7 +120,7 @@ class Flag:
 
 @dataclass(frozen=True)
 class IntList:
-    """A list of integers >= ``low``; ``length`` fixes its size; null allowed if ``nullable``."""
+    """A list of integers >= ``low`` (e.g. block indices or seeds); null if ``nullable``."""
 
     example: str
     low: int = 0
@@ -216,6 +213,7 @@ RULES: dict[str, Rule] = {
 
 
 def _is_int(x: Any) -> bool:
+    """An int that is not a bool (True is an int to Python, not to a user)."""
     return isinstance(x, int) and not isinstance(x, bool)
 
 

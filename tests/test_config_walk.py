@@ -12,7 +12,7 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from spt_cli.config import validate
+from spt_cli.config import read_config_file, validate
 from spt_cli.errors import ConfigError
 from spt_cli.preflight import _compose
 
@@ -102,6 +102,10 @@ def test_exemptions_name_existing_keys(default_cfg):
     keys = {k for k, _ in _walked(default_cfg)}
     assert set(ANY_VALUE) <= keys, f"stale ANY_VALUE entries: {set(ANY_VALUE) - keys}"
     assert set(SECTIONS) <= set(default_cfg)
+    # The default method (spt) carries every key of method/_base and head/auto of head/_base.
+    for group in ("method", "head"):
+        base = {f"{group}.{k}" for k in read_config_file(group, "_base")}
+        assert base <= keys, f"{group}/_base keys not walked: {base - keys}"
 
 
 def test_every_key_refuses_wrong_values(default_cfg):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -40,17 +41,237 @@ SEARCH_CHOICES = {
     "alpha_loss": ("mean", "balanced"),
 }
 
-# ``reuse``: what a rerun sweep may reuse of an earlier run of the same config (spt_cli.jobs).
-REUSE_POLICIES = ("same_code", "any", "never")
-
 
 def check_search_options(scfg: Any) -> None:
     """Refuse an unknown value of a ``search.*`` choice with a one-line error."""
     for key, choices in SEARCH_CHOICES.items():
-        value = str(scfg[key])
-        if value not in choices:
-            options = " or ".join(choices)
-            raise ConfigError(f"search.{key}={value} is not known; use search.{key}={options}")
+        check_value(f"search.{key}", scfg[key], Choice(choices))
+
+
+# ``reuse``: what a rerun sweep may reuse of an earlier run of the same config (spt_cli.jobs).
+REUSE_POLICIES = ("same_code", "any", "never")
+
+# Choices of the method and head keys (read by spt_cli.model too, so they live here once).
+INPUT_PROMPTS = ("static", "none")
+GENERATORS = ("pooled", "naive", "static", "prefix", "none")
+POOLS = ("avg", "max")
+GATES = ("soft", "stochastic", "hard")
+HEADS = ("auto", "classifier", "mlm", "lm")
+POOLINGS = ("auto", "first", "last", "mean")
+# table.select: how a cell run with several settings is resolved (spt_cli.tables.select).
+SELECT_MODES = ("dev", "all")
+
+
+@dataclass(frozen=True)
+class Num:
+    """A number key: ``low``/``high`` bounds (inclusive unless ``*_open``), ``integer`` for
+    ints only, ``nullable`` when null means "use a default" (or "off")."""
+
+    example: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    nullable: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed (None when it is)."""
+        if value is None and self.nullable:
+            return None
+        kinds = int if self.integer else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return "must be an integer" if self.integer else f"must be {self.kind()}"
+        too_low = self.low is not None and (
+            value <= self.low if self.low_open else value < self.low
+        )
+        too_high = self.high is not None and (
+            value >= self.high if self.high_open else value > self.high
+        )
+        if too_low or too_high or value != value:  # value != value: NaN
+            return f"must be {self.range()}"
+        return None
+
+    def kind(self) -> str:
+        """What the key holds in words: ``a positive number`` reads better than ``> 0``."""
+        if self.low == 0 and self.low_open and self.high is None:
+            return "a positive number"
+        return "a number"
+
+    def range(self) -> str:
+        """The allowed range in words, e.g. ``>= 0`` or ``in (0, 1)``."""
+        if self.high is None:
+            if self.kind() != "a number":
+                return self.kind()
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A key with a fixed set of values (``nullable``: null is also accepted)."""
+
+    choices: tuple[str, ...]
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A true/false key."""
+
+
+@dataclass(frozen=True)
+class IntList:
+    """A list of integers >= ``low`` (e.g. block indices or seeds); null if ``nullable``."""
+
+    example: str
+    low: int = 0
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class NumList:
+    """A list of ``length`` numbers, each in [low, high) (e.g. Adam's betas)."""
+
+    example: str
+    length: int
+    low: float
+    high: float
+
+
+Rule = Num | Choice | Flag | IntList | NumList
+
+# Every key the preflight checks, with its type and range. Keys left out take any value
+# (paths, names); tests/test_config_walk.py lists those and fails on a key in neither.
+RULES: dict[str, Rule] = {
+    "seed": Num("13", low=0, integer=True),
+    "shots": Num("0", low=0, integer=True),
+    "resume": Flag(),
+    "retrain": Flag(),
+    "debug": Flag(),
+    "reuse": Choice(REUSE_POLICIES),
+    "data.max_seq_length": Num("128", low=8, integer=True),
+    "data.dev_ratio": Num("0.1", low=0, high=1, low_open=True, high_open=True),
+    "data.dev_max": Num("1000", low=1, integer=True),
+    "data.test_size": Num("2000", low=1, integer=True),
+    "data.hub": Flag(),
+    "split.name": Choice(("few_shot", "full")),
+    "trainer.batch_size": Num("16", low=1, integer=True),
+    "trainer.eval_batch_size": Num("64", low=1, integer=True),
+    "trainer.grad_accum": Num("1", low=1, integer=True, nullable=True),
+    "trainer.lr": Num("5e-3", low=0, low_open=True),
+    "trainer.backbone_lr": Num("2e-5", low=0, low_open=True),
+    "trainer.weight_decay": Num("0.01", low=0),
+    "trainer.warmup_ratio": Num("0.06", low=0, high=1),
+    "trainer.max_grad_norm": Num("1.0", low=0, nullable=True),  # 0 or null: no clipping
+    "trainer.max_steps": Num("100", low=1, integer=True, nullable=True),
+    "trainer.epochs": Num("3", low=1, integer=True, nullable=True),
+    "trainer.eval_every": Num("25", low=0, integer=True, nullable=True),
+    "trainer.patience": Num("0", low=0, integer=True, nullable=True),
+    "trainer.checkpoint_every": Num("25", low=0, integer=True, nullable=True),
+    "trainer.device": Choice(("auto", "cpu", "cuda")),
+    "trainer.precision": Choice(("fp32", "bf16")),
+    "trainer.num_threads": Num("2", low=1, integer=True, nullable=True),
+    "trainer.cache_lower_layers": Flag(),
+    "trainer.cache_max_mb": Num("1024", low=0, nullable=True),
+    "method.num_tokens": Num("10", low=0, integer=True),
+    "method.input_prompt": Choice(INPUT_PROMPTS, nullable=True),
+    "method.generator": Choice(GENERATORS, nullable=True),
+    "method.pool": Choice(POOLS),
+    "method.bottleneck": Num("64", low=1, integer=True),
+    "method.dropout": Num("0.1", low=0, high=1, high_open=True),
+    "method.layers": IntList("[2,4]"),
+    "method.gate": Choice(GATES),
+    "method.tau": Num("1.0", low=0, low_open=True),
+    "method.train_backbone": Flag(),
+    "method.num_random_layers": Num("4", low=1, integer=True, nullable=True),
+    "method.layer_seed": Num("0", low=0, integer=True),
+    "method.prefix_projection": Flag(),
+    "method.prefix_hidden": Num("512", low=1, integer=True),
+    "method.frozen_eval": Flag(),
+    "head.name": Choice(HEADS),
+    "head.pooling": Choice(POOLINGS),
+    "head.full_vocab": Flag(),
+    "head.dropout": Num("0.1", low=0, high=1, high_open=True),
+    "search.alpha_portion": Num("0.5", low=0, high=1, low_open=True, high_open=True),
+    "search.budget": Num("4", low=1, integer=True, nullable=True),
+    "search.threshold": Num("0.5", low=0, high=1, high_open=True, nullable=True),
+    "search.alpha_lr": Num("0.05", low=0, low_open=True),
+    "search.alpha_betas": NumList("[0.5,0.999]", length=2, low=0, high=1),
+    "search.alpha_weight_decay": Num("1e-3", low=0),
+    "search.weight_stop_loss": Num("0.1", low=0, nullable=True),
+    "search.xi": Num("5e-3", low=0, nullable=True),
+    "search.warmup_steps": Num("0", low=0, integer=True),
+    "search.tau_start": Num("1.0", low=0, low_open=True),
+    "search.tau_end": Num("1.0", low=0, low_open=True),
+    "search.anneal": Flag(),
+    "search.budget_penalty": Num("0.0", low=0),
+    "search.max_steps": Num("100", low=1, integer=True, nullable=True),
+    "table.select": Choice(SELECT_MODES),
+    "table.seeds": IntList("[13,21]"),
+    "controls.max_subsets": Num("20", low=1, integer=True),
+    **{f"search.{k}": Choice(v) for k, v in SEARCH_CHOICES.items()},
+}
+
+
+def _is_int(x: Any) -> bool:
+    """An int that is not a bool (True is an int to Python, not to a user)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_value(key: str, value: Any, rule: Rule) -> None:
+    """Refuse ``value`` of ``key`` when ``rule`` does not allow it: a one-line ConfigError."""
+    if isinstance(rule, Num):
+        if (problem := rule.problem(value)) is not None:
+            # Out of range: the nearest allowed integer is the most useful example.
+            near = rule.integer and _is_int(value) and rule.low is not None and value < rule.low
+            example = f"{rule.low:g}" if near else rule.example
+            null = f" (or {key}=null)" if rule.nullable else ""
+            raise ConfigError(f"{key} {problem}, got {value!r}; e.g. {key}={example}{null}")
+    elif isinstance(rule, Choice):
+        if value is None and rule.nullable:
+            return
+        if OmegaConf.is_config(value) or str(value) not in rule.choices:
+            raise ConfigError(
+                f"{key}={_show(value)} is not known; use {' | '.join(rule.choices)} "
+                f"(e.g. {key}={rule.choices[0]})"
+            )
+    elif isinstance(rule, Flag):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {_show(value)}; e.g. {key}=true")
+    elif isinstance(rule, IntList):
+        if value is None and rule.nullable:
+            return
+        if not OmegaConf.is_list(value) or not all(_is_int(x) and x >= rule.low for x in value):
+            raise ConfigError(
+                f"{key} must be a list of integers >= {rule.low}, got {_show(value)}; "
+                f"e.g. {key}={rule.example}"
+            )
+    else:
+        ok = OmegaConf.is_list(value) and len(value) == rule.length
+        ok = ok and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and rule.low <= x < rule.high
+            for x in value
+        )
+        if not ok:
+            raise ConfigError(
+                f"{key} must be a list of {rule.length} numbers in [{rule.low:g}, {rule.high:g}), "
+                f"got {_show(value)}; e.g. {key}={rule.example}"
+            )
+
+
+def _show(value: Any) -> str:
+    """A value as the user would type it on the command line."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_show(x) for x in value) + "]"
+    return str(value)
 
 
 def conf_dir():
@@ -107,67 +328,23 @@ def primary_defaults(section: str) -> DictConfig:
     return node
 
 
-def _int(cfg: DictConfig, key: str, minimum: int | None = None, allow_none: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {value!r}; e.g. {key}=16")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {value}; e.g. {key}={minimum}")
-
-
-def _positive(cfg: DictConfig, key: str) -> None:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{key} must be a positive number, got {value!r}; e.g. {key}=5e-3")
-
-
 def validate(cfg: DictConfig) -> None:
-    """Check values that do not depend on data or the model; raise a one-line ConfigError."""
-    _int(cfg, "shots", 0)
-    _int(cfg, "seed")
-    _int(cfg, "data.max_seq_length", 8)
-    _int(cfg, "trainer.batch_size", 1)
-    _int(cfg, "trainer.eval_batch_size", 1)
-    _int(cfg, "trainer.grad_accum", 1, allow_none=True)
-    _int(cfg, "trainer.max_steps", 1, allow_none=True)
-    _int(cfg, "trainer.epochs", 1, allow_none=True)
+    """Check values that do not depend on data or the model; raise a one-line ConfigError.
+
+    Every key of ``RULES`` present in ``cfg`` is checked (a stage's config may lack a section),
+    then the checks across keys."""
+    for key, rule in RULES.items():
+        node, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, node) if node else cfg
+        if isinstance(parent, DictConfig) and leaf in parent:
+            check_value(key, parent[leaf], rule)
     if cfg.trainer.get("max_steps") is None and cfg.trainer.get("epochs") is None:
         raise ConfigError("set trainer.max_steps or trainer.epochs")
-    _positive(cfg, "trainer.lr")
-    _int(cfg, "trainer.eval_every", 0, allow_none=True)
-    _int(cfg, "trainer.patience", 0, allow_none=True)
-    _int(cfg, "method.num_tokens", 0)
-    if str(cfg.trainer.get("precision", "fp32")) not in ("fp32", "bf16"):
-        raise ConfigError(
-            f"trainer.precision={cfg.trainer.precision} is not known; use fp32 or bf16"
-        )
-    if str(cfg.trainer.get("device", "auto")) not in ("auto", "cpu", "cuda"):
-        raise ConfigError(
-            f"trainer.device={cfg.trainer.device} is not known; use auto, cpu or cuda"
-        )
-    s = cfg.search
-    check_search_options(s)
-    _int(cfg, "search.budget", 1, allow_none=True)
-    _int(cfg, "search.max_steps", 1, allow_none=True)
-    portion = s.alpha_portion
-    if not isinstance(portion, int | float) or not 0 < portion < 1:
-        raise ConfigError(
-            f"search.alpha_portion must be in (0, 1), got {portion!r}; "
-            "e.g. search.alpha_portion=0.5"
-        )
-    if str(cfg.reuse) not in REUSE_POLICIES:
-        raise ConfigError(
-            f"reuse={cfg.reuse} is not known; use {' | '.join(REUSE_POLICIES)} (e.g. reuse=any)"
-        )
     if cfg.split.name == "few_shot" and cfg.shots == 0:
         raise ConfigError("split=few_shot needs shots=K (K > 0), e.g. shots=16")
     layers = cfg.get("layers")
     if layers is not None:
-        if not OmegaConf.is_list(layers) or not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in layers
-        ):
+        if not OmegaConf.is_list(layers) or not all(_is_int(x) and x >= 0 for x in layers):
             raise ConfigError(
                 f"layers must be a list of block indices, e.g. layers=[2,4]; got {layers}"
             )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from spt_cli.config import GROUPS, group_choices, validate
 from spt_cli.errors import ConfigError, RuntimeFailure, SptError
 from spt_cli.jobs import find_prior, occupied_problem
@@ -109,23 +111,49 @@ def resume_problem(run_dir: Path) -> str | None:
     )
 
 
-def _check_output_dir(path: Path) -> None:
-    """The directory Hydra is about to create must be creatable: Hydra's own failure there is
-    a traceback, and nothing has been written yet."""
+def folder_problem(path: Path) -> str | None:
+    """Why a folder at ``path`` cannot be created or written (None when it can), found without
+    creating anything: no component may be a file, and the nearest existing ancestor (or the
+    folder itself) must be a writable directory."""
     target = path if path.is_absolute() else Path.cwd() / path
     existing = target
+    # exists() is False below a file too (NotADirectoryError), so this stops at the file.
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        problem = f"{existing} is not a directory"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable"
-    else:
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def _check_output_dir(path: Path) -> None:
+    """The directory Hydra is about to create must be creatable: Hydra's own failure there is
+    a traceback, and nothing has been written yet."""
+    problem = folder_problem(path)
+    if problem is None:
         return
     raise RuntimeFailure(
         f"cannot create the run directory {path}: {problem}; choose a writable "
         "hydra.run.dir (hydra.sweep.dir with -m)"
     )
+
+
+def check_folder_keys(cfg, multirun: bool) -> None:
+    """The folders a run writes besides its run directory (``records``; ``job_index`` in a
+    sweep; ``controls.records`` for controls) must take files: found now, not after training.
+    A one-line ConfigError names the key as the user set it."""
+    keys = ["records"]
+    if multirun:
+        keys.append("job_index")  # only sweeps note their jobs there
+    if str(cfg.stage.name) == "controls":
+        keys.append("controls.records")
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value is None or str(value) == "":
+            continue  # null: that output is off
+        if problem := folder_problem(Path(str(value))):
+            raise ConfigError(f"{key}={value}: {problem}; choose a writable folder")
 
 
 def _output_dir(cfg, multirun: bool) -> Path | None:
@@ -159,7 +187,7 @@ def _occupied(cfg, num: int) -> str | None:
     """Why sweep job ``num`` cannot run in its folder of a pinned sweep folder (one holding a
     finished result the rerun would not reuse), found before Hydra writes its config there;
     the job checks again as it starts."""
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     try:
         with open_dict(cfg):
@@ -203,6 +231,7 @@ def preflight(stage: str, overrides: list[str], multirun: bool = False) -> Path 
                 job_cfg = cfg if i == 0 else _compose(stage, job)
                 try:
                     validate(job_cfg)
+                    check_folder_keys(job_cfg, multirun)
                 except ConfigError as exc:
                     if len(jobs) == 1:
                         raise

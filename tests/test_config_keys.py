@@ -8,7 +8,17 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = "\n".join(p.read_text() for p in (REPO / "spt_cli").rglob("*.py"))
+
+
+def _source(path: Path) -> str:
+    """A module's text; config.RULES left out: checking a key's value is not using the key."""
+    text = path.read_text()
+    if path.name == "config.py":
+        text = re.sub(r"\nRULES: .*?\n}\n", "\n", text, flags=re.S)
+    return text
+
+
+SOURCE = "\n".join(_source(p) for p in (REPO / "spt_cli").rglob("*.py"))
 
 # Subtrees handed over whole to another library, not read key by key here.
 WHOLE = (

@@ -16,11 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spt_cli.config import as_dict, read_config_file
+from spt_cli.config import HEADS, POOLINGS, as_dict, read_config_file
 from spt_cli.errors import ConfigError
-
-HEADS = ("auto", "classifier", "mlm", "lm")
-POOLINGS = ("auto", "first", "last", "mean")
 
 
 @dataclass

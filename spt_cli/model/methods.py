@@ -12,14 +12,9 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spt_cli.config import as_dict, read_config_file
+from spt_cli.config import GATES, GENERATORS, INPUT_PROMPTS, POOLS, as_dict, read_config_file
 from spt_cli.errors import ConfigError
-from spt_cli.model.gates import GATE_TYPES
 
-INPUT_PROMPTS = ("static", "none")
-GENERATORS = ("pooled", "naive", "static", "prefix", "none")
-POOLS = ("avg", "max")
-GATES = tuple(GATE_TYPES)
 STAGES = ("train", "search")
 DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
 # Keys that say which stage runs a method and how its layers are chosen, not what a model with

@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from spt_cli.config import SELECT_MODES
 from spt_cli.errors import ConfigError
 from spt_cli.files import write_json, write_text
 from spt_cli.tables.aggregate import Cell, GroupTable, Layout, Table, build_table
@@ -40,7 +41,6 @@ from spt_cli.tables.render import (
     to_latex,
     to_markdown,
 )
-from spt_cli.tables.select import SELECT_MODES
 
 __all__ = [
     "Cell",

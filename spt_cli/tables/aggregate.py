@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from spt_cli.config import primary_defaults
+from spt_cli.config import SELECT_MODES, primary_defaults
 from spt_cli.errors import ConfigError
 from spt_cli.tables.records import RunRecord
-from spt_cli.tables.select import SELECT_MODES, Choice, assign_settings, choose
+from spt_cli.tables.select import Choice, assign_settings, choose
 
 TASK_ORDER = ("sst2", "mr", "mpqa", "subj", "trec", "mnli", "mrpc", "qnli", "qqp", "rte", "cr")
 # Which result to keep when one (model, shots, task, method, seed) was run more than once:

@@ -23,11 +23,11 @@ from typing import Any
 
 import yaml
 
+from spt_cli.config import SELECT_MODES
 from spt_cli.errors import ConfigError
 from spt_cli.jobs import NOT_FINGERPRINTED
 from spt_cli.tables.records import RunRecord
 
-SELECT_MODES = ("dev", "all")
 IDENTITY_KEYS = ("seed", "dataset", "model", "method", "shots", "stage")
 # Keys that say where or how a job ran, not what it computed. from_search and artifact are
 # per-seed paths; retrain=true|false only says whether search and retrain share one process.

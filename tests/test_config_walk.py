@@ -37,6 +37,10 @@ ANY_VALUE = {
     "data.root": "a path (a data folder); checked when data are read",
     "controls.records": "a path; created when controls writes its first record",
     "method.name": "the method's name, free (each method file sets its own)",
+    "method.retrain_as": "a method file name: the retrain reads that file, which must exist",
+    "table.rows": "the table's row order: method names; a method not listed sorts after them",
+    "table.reference": "the paired table's reference method: a name, no row when absent",
+    "table.grids": "experiment file names of grids, read by spt-run table when it runs",
 }
 # Documented maxima (the yaml comments and README); a value above must be refused.
 MAXIMA = {

@@ -92,7 +92,7 @@ def ours(mcfg: dict, hf: Any, tok: Any, method: str, tokens: int, **kw: Any):
     return model.train()
 
 
-def peft_model(mcfg: dict, tokens: int):
+def peft_model(mcfg: dict, tokens: int, pad_token_id: int):
     """PEFT prompt tuning on the same backbone weights as a sequence classifier."""
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
@@ -105,7 +105,10 @@ def peft_model(mcfg: dict, tokens: int):
             base = AutoModelForSequenceClassification.from_config(config)
     else:
         path = resolve_model_path(str(mcfg["path"]))
-        base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+        kwargs = {"gguf_file": mcfg["gguf_file"]} if mcfg.get("gguf_file") else {}
+        base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **kwargs)
+    if base.config.pad_token_id is None:  # decoders pool at the last token, found by padding
+        base.config.pad_token_id = pad_token_id
     torch.manual_seed(0)
     cfg = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=tokens)
     return get_peft_model(base, cfg).train()
@@ -312,7 +315,7 @@ def build_steps(args: argparse.Namespace, only: str | None = None):
         return make
 
     def peft():
-        model = peft_model(mcfg, p)
+        model = peft_model(mcfg, p, tok.pad_token_id)
         return model, train_step(model, batch)
 
     def search(order: str, hessian: str = "central"):

@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 STEPS = {
@@ -26,9 +28,11 @@ STEPS = {
 RATIOS = {"P1", "P2", "P3_first", "P3_second", "P3_second_forward", "P4", "P6", "e2e_s"}
 
 
-def test_bench_quick_on_tiny_bert_reports_every_measure(tmp_path):
+# MPNet (relative position bias) and Llama (a decoder: PEFT pools at the last token) too.
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-mpnet", "tiny-llama"])
+def test_bench_quick_reports_every_measure(tmp_path, name):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(REPO / "scripts" / "bench.py"), "--model", "tiny-bert"]
+    cmd = [sys.executable, str(REPO / "scripts" / "bench.py"), "--model", name]
     cmd += ["--repeats", "1", "--quick", "--batch", "4", "--length", "32", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,7 +40,7 @@ def test_bench_quick_on_tiny_bert_reports_every_measure(tmp_path):
     assert {"model", "machine", "steps", "flops", "ratios", "targets", "met", "memory"} <= set(
         result
     )
-    assert result["model"] == "tiny-bert" and result["batch"] == 4 and result["length"] == 32
+    assert result["model"] == name and result["batch"] == 4 and result["length"] == 32
     assert STEPS <= set(result["steps"])
     for timing in result["steps"].values():
         assert timing["median_s"] > 0 and len(timing["times_s"]) == 1

@@ -835,3 +835,18 @@ def test_sigkill_during_retrain_then_resume_gives_identical_results(tmp_path):
     got = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert got["selected_layers"] == want["selected_layers"]
     assert got["test"] == want["test"] and got["dev"] == want["dev"]
+
+
+@pytest.mark.parametrize(
+    "name, path", [("mpnet", "splitzip:no-such-model"), ("smollm2", "pkg:no_such_package")]
+)
+def test_optional_backbone_without_weights_names_its_setup_command(name, path):
+    from spt_cli.backbones import load_backbone
+    from spt_cli.errors import ConfigError
+    from spt_cli.model.configs import model_config
+
+    with pytest.raises(ConfigError) as err:
+        load_backbone(model_config(name, path=path))
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"`SPT_MODELS={name} bash scripts/setup.sh`" in message

@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FakeGatedModel, fake_features, search_cfg, trainer_cfg
+from spt_cli.backbones import packing
 from spt_cli.backbones.bert import BertLikeAdapter
 from spt_cli.data import collate, get_task
 from spt_cli.model import fast, load_backbone
@@ -121,6 +122,76 @@ def test_packed_blocks_give_the_padded_logits_and_gradients(name, method, layers
     assert calls  # the packed path ran
     if method != "ptuning_v2":  # prefixes keep the padded layout for attention
         assert grouped  # ... with rows grouped by length for attention
+
+
+def _logits_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    out = model(**batch)
+    out["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out["logits"].detach(), grads
+
+
+# MPNet (relative position bias) and Llama (rotary positions, causal mask, grouped key/value
+# heads): packed blocks and the pruned last block against the transformers modules.
+@pytest.mark.parametrize(
+    "name, method, layers",
+    [
+        (n, m, layers)
+        for n in ("tiny-mpnet", "tiny-llama")
+        for m, layers in (
+            ("prompt_tuning", None),
+            ("spt", None),
+            ("lpt", None),
+            ("spt_fixed", [1, 3]),
+            ("ptuning_v2", [1, 3]),
+        )
+        if not (m == "ptuning_v2" and n in NO_PREFIX)
+    ],
+)
+def test_packed_blocks_of_mpnet_and_llama_are_exact(name, method, layers, monkeypatch):
+    calls, grouped = [], []
+    original, original_groups = packing.spread, packing.attend_groups
+    monkeypatch.setattr(packing, "spread", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(
+        packing, "attend_groups", lambda *a: grouped.append(1) or original_groups(*a)
+    )
+    texts = ("good " * 40, "bad", "fine , not more " * 4, "a truly great movie , i loved it")
+    for head in _heads(name):
+        model, tok = _build(name, method, head=head, layers=layers)
+        model.eval()  # no dropout: every path computes the same function
+        batch = {**_inputs(tok, texts), "labels": torch.tensor([1, 0, 1, 1])}
+        model.backbone.pack_padding, model.prune_last_block = False, False
+        want = _logits_and_grads(model, batch)
+        for pack, prune in ((True, True), (True, False), (False, True)):
+            model.backbone.pack_padding, model.prune_last_block = pack, prune
+            got = _logits_and_grads(model, batch)
+            torch.testing.assert_close(got[0], want[0], atol=1e-6, rtol=1e-5)
+            assert got[1].keys() == want[1].keys() and want[1]
+            for key in want[1]:
+                torch.testing.assert_close(got[1][key], want[1][key], atol=1e-6, rtol=1e-4)
+    assert calls  # the packed path ran
+    if method != "ptuning_v2":  # prefixes keep the padded layout for attention
+        assert grouped  # ... with rows grouped by length for attention
+
+
+def test_packed_llama_blocks_are_exact_with_left_padding():
+    # The data layer pads on the right; left padding (no length groups, shifted rotary
+    # positions of the real tokens) must still give the padded layout's numbers.
+    model, tok = _build("tiny-llama", "lpt", head="lm")
+    tok.padding_side = "left"
+    model.eval()
+    texts = ("good " * 40, "bad", "fine , not more " * 4)
+    batch = dict(tok(list(texts), padding=True, return_tensors="pt"))
+    batch["label_pos"] = torch.full((3,), batch["input_ids"].shape[1] - 1)
+    batch["labels"] = torch.tensor([1, 0, 1])
+    results = []
+    for pack in (True, False):
+        model.backbone.pack_padding = pack
+        results.append(_logits_and_grads(model, batch))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-5)
+    for key in results[1][1]:
+        torch.testing.assert_close(results[0][1][key], results[1][1][key], atol=1e-6, rtol=1e-4)
 
 
 def test_mean_pooling_is_not_pruned_and_still_exact():

@@ -44,6 +44,10 @@ class BackboneAdapter(nn.Module):
     # Hidden-state prompts inserted at a middle block take position ids (rotary attention
     # computes positions over the whole sequence, so they count against max_positions).
     layer_prompts_take_positions: bool = False
+    # Batches with padding run the blocks' linear layers on the real positions only
+    # (:mod:`spt_cli.backbones.packing`). Families with such a path set it True by default;
+    # False runs every block as the transformers module (e.g. for hooks on the blocks).
+    pack_padding: bool = False
 
     def __init__(self, model: nn.Module, family: str) -> None:
         super().__init__()

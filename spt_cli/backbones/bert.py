@@ -7,28 +7,19 @@ transformers module instead (e.g. for hooks).
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from spt_cli.backbones import packing
 from spt_cli.backbones.base import BackboneAdapter, BlockContext, offset_cache
-
-
-def _eager_attention(module: nn.Module):
-    """The eager attention function of the module's own modelling file (the fallback of
-    transformers' attention dispatch when no other implementation is configured)."""
-    return sys.modules[type(module).__module__].eager_attention_forward
 
 
 class BertLikeAdapter(BackboneAdapter):
     """BERT and RoBERTa (incl. MiniLM): absolute positions, post-LN blocks."""
 
     supports_prefix = True
-    pack_padding = True  # False: every block runs as the transformers module (e.g. for hooks)
+    pack_padding = True
 
     def blocks(self) -> nn.ModuleList:
         return self.base.encoder.layer
@@ -73,10 +64,7 @@ class BertLikeAdapter(BackboneAdapter):
     def _attend(layer: nn.Module, query, key, value, mask) -> torch.Tensor:
         """The layer's configured attention function (as BertSelfAttention calls it)."""
         sa = layer.attention.self
-        attend = ALL_ATTENTION_FUNCTIONS.get_interface(
-            sa.config._attn_implementation, _eager_attention(sa)
-        )
-        out, _ = attend(
+        out, _ = packing.attention_function(sa)(
             sa,
             query,
             key,
@@ -121,16 +109,13 @@ class BertLikeAdapter(BackboneAdapter):
         group is padded to its own longest row only (attention costs length^2 per row)."""
         sa = layer.attention.self
         heads, size = sa.num_attention_heads, sa.attention_head_size
-        qkv = torch.cat([sa.query(x), sa.key(x), sa.value(x)], -1)
-        qkv = torch.cat([qkv, qkv.new_zeros(1, qkv.shape[1])])  # row N: the padding
-        pieces = []
-        for index, real, mask in zip(groups.index, groups.real, groups.masks):
-            rows, width = index.shape
-            g = qkv.index_select(0, index.reshape(-1)).view(rows, width, 3, heads, size)
-            query, key, value = (g[:, :, i].transpose(1, 2) for i in range(3))
-            out = self._attend(layer, query, key, value, mask)  # [rows, width, heads, size]
-            pieces.append(out.reshape(rows * width, heads * size).index_select(0, real))
-        return torch.cat(pieces).index_select(0, groups.inverse)
+
+        def attend(parts: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+            rows, width = parts[0].shape[:2]
+            query, key, value = (t.view(rows, width, heads, size).transpose(1, 2) for t in parts)
+            return self._attend(layer, query, key, value, mask)  # [rows, width, heads, size]
+
+        return packing.attend_groups([sa.query(x), sa.key(x), sa.value(x)], groups, attend)
 
     def run_block_rows(self, index, hidden, ctx, rows, cache=None):
         # BertLayer / RobertaLayer taken apart: queries, attention output and feed-forward

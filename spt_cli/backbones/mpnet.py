@@ -1,16 +1,26 @@
-"""The MPNet adapter."""
+"""The MPNet adapter.
+
+With padding, the blocks are taken apart so that their linear layers run on the real positions
+only (:mod:`spt_cli.backbones.packing`), as for BERT; ``pack_padding = False`` runs every block
+as the transformers module.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
+from spt_cli.backbones import packing
 from spt_cli.backbones.base import BackboneAdapter, BlockContext
 
 
 class MPNetAdapter(BackboneAdapter):
     """MPNet: absolute positions in the embeddings plus a relative position bias per block."""
+
+    pack_padding = True
 
     def blocks(self) -> nn.ModuleList:
         return self.base.encoder.layer
@@ -34,10 +44,97 @@ class MPNetAdapter(BackboneAdapter):
             config=self.config, inputs_embeds=hidden, attention_mask=mask2d
         )
         bias = self.base.encoder.compute_position_bias(hidden)
-        return BlockContext(mask=mask, mask2d=mask2d, extra={"position_bias": bias})
+        packed, groups = packing.pack(mask2d) if self.pack_padding else (None, None)
+        return BlockContext(
+            mask=mask,
+            mask2d=mask2d,
+            extra={"position_bias": bias, "packed": packed, "groups": groups},
+        )
+
+    @staticmethod
+    def _attention(
+        sa: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+        bias: torch.Tensor,
+    ) -> torch.Tensor:
+        """MPNetSelfAttention's attention (the module has no dispatch function to call) for
+        queries [B, H, q, S] and keys/values [B, H, k, S]: [B, q, H * S] before ``o``.
+        ``tests/test_speed_exactness.py`` holds it to the module's own forward."""
+        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(sa.attention_head_size)
+        scores = scores + bias
+        if mask is not None:
+            scores = scores + mask
+        probs = sa.dropout(nn.functional.softmax(scores, dim=-1))
+        out = torch.matmul(probs, value).permute(0, 2, 1, 3)
+        return out.reshape(out.shape[0], out.shape[1], -1)
+
+    @staticmethod
+    def _finish(layer: nn.Module, attended: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """The block after attention: ``o``, residual + LayerNorm, feed-forward."""
+        att = layer.attention
+        out = att.LayerNorm(att.dropout(att.attn.o(attended)) + residual)
+        return layer.output(layer.intermediate(out), out)
 
     def run_block(self, index, hidden, ctx, cache=None):
-        return self.blocks()[index](hidden, ctx.mask, ctx.extra["position_bias"])[0]
+        layer = self.blocks()[index]
+        bias = ctx.extra["position_bias"]
+        packed = ctx.extra["packed"]
+        if packed is None:
+            return layer(hidden, ctx.mask, bias)[0]
+        batch, length, _ = hidden.shape
+        sa = layer.attention.attn
+        heads, size = sa.num_attention_heads, sa.attention_head_size
+        x = packing.gather(hidden, packed)
+        parts = [sa.q(x), sa.k(x), sa.v(x)]
+        groups = ctx.extra["groups"]
+        if groups is not None:
+
+            def attend(group: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+                rows, width = group[0].shape[:2]
+                q, k, v = (t.view(rows, width, heads, size).transpose(1, 2) for t in group)
+                # Rows start at position 0, so the group's bias is the layout's top-left corner.
+                corner = bias[:1, :, :width, :width]
+                return self._attention(sa, q, k, v, packing.additive(mask, q.dtype), corner)
+
+            out = packing.attend_groups(parts, groups, attend)
+        else:
+            q, k, v = (
+                packing.spread(t, packed, batch, length).view(batch, length, heads, size)
+                for t in parts
+            )
+            out = self._attention(
+                sa, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), ctx.mask, bias
+            )
+            out = packing.gather(out, packed)
+        return packing.spread(self._finish(layer, out, x), packed, batch, length)
+
+    def run_block_rows(self, index, hidden, ctx, rows, cache=None):
+        # Queries, attention output and feed-forward at the kept positions only; keys and
+        # values at every (real) position.
+        layer = self.blocks()[index]
+        sa = layer.attention.attn
+        batch, length, _ = hidden.shape
+        at = torch.arange(batch, device=hidden.device)
+        kept = hidden[at, rows].unsqueeze(1)  # [B, 1, d]
+        heads = (batch, -1, sa.num_attention_heads, sa.attention_head_size)
+        query = sa.q(kept).view(heads).transpose(1, 2)
+        packed = ctx.extra["packed"]
+        if packed is None:
+            key, value = sa.k(hidden), sa.v(hidden)
+        else:
+            x = packing.gather(hidden, packed)
+            key = packing.spread(sa.k(x), packed, batch, length)
+            value = packing.spread(sa.v(x), packed, batch, length)
+        key, value = key.view(heads).transpose(1, 2), value.view(heads).transpose(1, 2)
+        bias = ctx.extra["position_bias"][at, :, rows].unsqueeze(2)  # [B, H, 1, keys]
+        mask = ctx.mask
+        if mask is not None and mask.shape[-2] > 1:
+            mask = mask[at, :, rows].unsqueeze(2)  # [B, 1, 1, keys]: the kept queries' rows
+        out = self._attention(sa, query, key, value, mask, bias)
+        return self._finish(layer, out, kept)
 
     def lm_logits(self, hidden):
         return self.model.lm_head(hidden)

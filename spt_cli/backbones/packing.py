@@ -4,14 +4,20 @@ With padding, a block's linear layers (12 d^2 FLOPs per position, most of the bl
 on the real positions only ("packed"); padded positions then hold zeros instead of unread
 values. Attention either keeps the padded layout and its mask, or groups the rows by length so
 that each group is padded to its own longest row only (attention costs length^2 per row).
-The adapters that use this (BERT/RoBERTa) take the blocks apart around these helpers.
+The adapters that use this (BERT/RoBERTa, MPNet, Llama) take their blocks apart around these
+helpers: the per-position parts (linear layers, norms, rotary positions) run on the packed
+positions, attention on the groups or the padded layout.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 # Packing is worth it from this share of padding on (few-shot RTE batches are about half
 # padding).
@@ -27,7 +33,8 @@ class LengthGroups:
 
     ``index[g]`` [rows, width]: packed position of each (row, t) of group g, N (a zero row)
     past a row's end; ``real[g]``: the entries of ``index[g].view(-1)`` that are real;
-    ``masks[g]`` [rows, 1, 1, width]: key mask; ``inverse``: from the concatenated real
+    ``masks[g]``: boolean mask, [rows, 1, 1, width] (keys) or, causal, [rows, 1, width, width];
+    ``inverse``: from the concatenated real
     entries of all groups back to packed order.
     """
 
@@ -38,20 +45,26 @@ class LengthGroups:
 
 
 def pack(
-    mask2d: torch.Tensor, prefix_len: int = 0
+    mask2d: torch.Tensor, prefix_len: int = 0, causal: bool = False
 ) -> tuple[torch.Tensor | None, LengthGroups | None]:
     """(packed, groups) for a layout whose ``mask2d`` [B, prefix + T] covers prefix + T
     positions: ``packed`` [N] the flat indices of the N real positions among B * T, None when
-    the batch has too little padding; ``groups`` its length groups, None with prefixes
-    (prefix key/values come per row of the whole batch) or when grouping saves nothing."""
+    the batch has too little padding; ``groups`` its length groups (with causal masks for
+    ``causal``), None with prefixes (prefix key/values come per row of the whole batch) or
+    when grouping saves nothing."""
     real = mask2d[:, prefix_len:].reshape(-1)
     packed, groups = None, None
     limit = (1 - PACK_MIN_PADDING) * real.numel()
     if real.numel() and int(real.sum()) <= limit:
         packed = real.nonzero().squeeze(1)
         if not prefix_len:
-            groups = length_groups(mask2d)
+            groups = length_groups(mask2d, causal)
     return packed, groups
+
+
+def gather(hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """[B, T, d] -> [N, d]: the values at the real positions ``packed``."""
+    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, packed)
 
 
 def spread(values: torch.Tensor, packed: torch.Tensor, batch: int, length: int) -> torch.Tensor:
@@ -60,9 +73,11 @@ def spread(values: torch.Tensor, packed: torch.Tensor, batch: int, length: int) 
     return full.index_copy(0, packed, values).view(batch, length, -1)
 
 
-def length_groups(mask2d: torch.Tensor) -> LengthGroups | None:
+def length_groups(mask2d: torch.Tensor, causal: bool = False) -> LengthGroups | None:
     """Length groups of a right-padded batch, or None when they would not save attention
-    work (rows of similar length) or the padding is not at the right."""
+    work (rows of similar length) or the padding is not at the right. With ``causal`` each
+    group's mask also hides later positions (a right-padded row keeps its positions 0..n-1,
+    so the causal mask within a group is the layout's)."""
     lengths = mask2d.sum(1)
     width = mask2d.shape[1]
     positions = torch.arange(width, device=mask2d.device)
@@ -93,8 +108,49 @@ def length_groups(mask2d: torch.Tensor) -> LengthGroups | None:
         keep = inside.reshape(-1).nonzero().squeeze(1)
         index.append(idx)
         real.append(keep)
-        masks.append(inside[:, None, None, :])
+        mask = inside[:, None, None, :]
+        if causal:
+            mask = mask & torch.ones(span, span, dtype=torch.bool, device=mask.device).tril()
+        masks.append(mask)
         order_real.append(flat[keep])
     inverse = torch.empty(total, dtype=torch.long, device=mask2d.device)
     inverse[torch.cat(order_real)] = torch.arange(total, device=mask2d.device)
     return LengthGroups(index, real, masks, inverse)
+
+
+def attend_groups(
+    inputs: list[torch.Tensor],
+    groups: LengthGroups,
+    attend: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Attention over length groups of packed positions.
+
+    ``inputs``: [N, w_i] values per packed position (e.g. queries, keys, values). Per group,
+    ``attend(parts, mask)`` gets them as [rows, width, w_i] (zeros past a row's end) with the
+    group's mask and returns [rows, width, e]. Returns [N, e] in packed order.
+    """
+    widths = [t.shape[-1] for t in inputs]
+    flat = torch.cat(inputs, -1)
+    flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])  # row N: the padding
+    pieces = []
+    for index, real, mask in zip(groups.index, groups.real, groups.masks):
+        rows, width = index.shape
+        g = flat.index_select(0, index.reshape(-1)).view(rows, width, -1)
+        out = attend(list(g.split(widths, -1)), mask)
+        pieces.append(out.reshape(rows * width, -1).index_select(0, real))
+    return torch.cat(pieces).index_select(0, groups.inverse)
+
+
+def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True: attend) as the additive float mask eager attention adds."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        ~mask, torch.finfo(dtype).min
+    )
+
+
+def attention_function(module: nn.Module) -> Callable[..., tuple[torch.Tensor, object]]:
+    """The attention function an attention module calls: the configured implementation from
+    transformers' dispatch, falling back (as the modules do) to the eager function of the
+    module's own modelling file."""
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager)

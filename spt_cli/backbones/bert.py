@@ -62,18 +62,9 @@ class BertLikeAdapter(BackboneAdapter):
 
     @staticmethod
     def _attend(layer: nn.Module, query, key, value, mask) -> torch.Tensor:
-        """The layer's configured attention function (as BertSelfAttention calls it)."""
+        """The layer's attention as BertSelfAttention computes it: [B, queries, heads, size]."""
         sa = layer.attention.self
-        out, _ = packing.attention_function(sa)(
-            sa,
-            query,
-            key,
-            value,
-            mask,
-            dropout=sa.dropout.p if sa.training else 0.0,
-            scaling=sa.scaling,
-        )
-        return out  # [B, queries, heads, head_dim]
+        return packing.attend(sa, query, key, value, mask, sa.dropout.p)
 
     # [N, d] values of the real positions -> [B, T, d] with zeros at the padding.
     _spread = staticmethod(packing.spread)

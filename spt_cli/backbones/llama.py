@@ -54,20 +54,6 @@ class LlamaAdapter(DecoderAdapter):
                 extra.update(packed=packed, groups=groups, packed_rope=(cos, sin))
         return BlockContext(mask=mask, mask2d=mask2d, extra=extra)
 
-    @staticmethod
-    def _attend(sa: nn.Module, query, key, value, mask) -> torch.Tensor:
-        """The layer's configured attention function (as LlamaAttention calls it)."""
-        out, _ = packing.attention_function(sa)(
-            sa,
-            query,
-            key,
-            value,
-            mask,
-            dropout=sa.attention_dropout if sa.training else 0.0,
-            scaling=sa.scaling,
-        )
-        return out  # [B, queries, heads, head_dim]
-
     def run_block(self, index, hidden, ctx, cache=None):
         layer = self.blocks()[index]
         packed = ctx.extra["packed"]
@@ -97,7 +83,7 @@ class LlamaAdapter(DecoderAdapter):
             def attend(group: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
                 rows, width = group[0].shape[:2]
                 q, k, v = (t.view(rows, width, -1, sa.head_dim).transpose(1, 2) for t in group)
-                return self._attend(sa, q, k, v, mask).reshape(rows, width, -1)
+                return packing.attend(sa, q, k, v, mask, sa.attention_dropout)
 
             out = packing.attend_groups(parts, groups, attend)
         else:
@@ -109,7 +95,9 @@ class LlamaAdapter(DecoderAdapter):
             )
             if cache is not None:
                 k, v = cache.update(k, v, sa.layer_idx)
-            out = packing.gather(self._attend(sa, q, k, v, ctx.mask).flatten(2), packed)
+            out = packing.gather(
+                packing.attend(sa, q, k, v, ctx.mask, sa.attention_dropout).flatten(2), packed
+            )
         h = x + sa.o_proj(out)
         h = h + layer.mlp(layer.post_attention_layernorm(h))
         return packing.spread(h, packed, batch, length)
@@ -152,7 +140,9 @@ class LlamaAdapter(DecoderAdapter):
         if cache is not None:
             key, value = cache.update(key, value, sa.layer_idx)
         mask = ctx.mask.expand(batch, -1, -1, -1)[at, :, rows].unsqueeze(2)  # [B, 1, 1, keys]
-        out = self._attend(sa, query, key, value, mask).reshape(batch, 1, -1)
+        out = packing.attend(sa, query, key, value, mask, sa.attention_dropout).reshape(
+            batch, 1, -1
+        )
         h = kept + sa.o_proj(out)
         return h + layer.mlp(layer.post_attention_layernorm(h))
 

@@ -154,3 +154,26 @@ def attention_function(module: nn.Module) -> Callable[..., tuple[torch.Tensor, o
     module's own modelling file."""
     eager = sys.modules[type(module).__module__].eager_attention_forward
     return ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager)
+
+
+def attend(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    dropout: float,
+) -> torch.Tensor:
+    """Attention as a transformers attention ``module`` computes it in its forward: its
+    configured function, its scaling, ``dropout`` only in training. Queries [B, H, q, S],
+    keys/values [B, H', k, S] -> [B, q, H, S]."""
+    out, _ = attention_function(module)(
+        module,
+        query,
+        key,
+        value,
+        mask,
+        dropout=dropout if module.training else 0.0,
+        scaling=module.scaling,
+    )
+    return out

@@ -91,12 +91,8 @@ def test_pruned_last_block_gradients_match():
 )
 def test_packed_blocks_give_the_padded_logits_and_gradients(name, method, layers, monkeypatch):
     calls, grouped = [], []
-    original, original_groups = BertLikeAdapter._spread, BertLikeAdapter._attend_groups
-    monkeypatch.setattr(
-        BertLikeAdapter,
-        "_spread",
-        staticmethod(lambda *a: calls.append(1) or original(*a)),
-    )
+    original, original_groups = packing.spread, BertLikeAdapter._attend_groups
+    monkeypatch.setattr(packing, "spread", lambda *a: calls.append(1) or original(*a))
     monkeypatch.setattr(
         BertLikeAdapter,
         "_attend_groups",

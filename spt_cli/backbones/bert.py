@@ -66,22 +66,19 @@ class BertLikeAdapter(BackboneAdapter):
         sa = layer.attention.self
         return packing.attend(sa, query, key, value, mask, sa.dropout.p)
 
-    # [N, d] values of the real positions -> [B, T, d] with zeros at the padding.
-    _spread = staticmethod(packing.spread)
-
     def run_block(self, index, hidden, ctx, cache=None):
         layer = self.blocks()[index]
         packed = ctx.extra.get("packed")
         if packed is None or not self._plain(layer):
             return layer(hidden, ctx.mask, cache=cache)
         # BertLayer taken apart so that its linear layers see the real positions only.
-        batch, length, dim = hidden.shape
+        batch, length, _ = hidden.shape
         sa = layer.attention.self
         heads = (batch, length, sa.num_attention_heads, sa.attention_head_size)
-        x = hidden.reshape(batch * length, dim).index_select(0, packed)
+        x = packing.gather(hidden, packed)
 
         def spread(values):
-            return self._spread(values, packed, batch, length).view(heads).transpose(1, 2)
+            return packing.spread(values, packed, batch, length).view(heads).transpose(1, 2)
 
         groups = ctx.extra.get("groups")
         if groups is not None and cache is None:
@@ -91,9 +88,9 @@ class BertLikeAdapter(BackboneAdapter):
             if cache is not None:
                 key, value = cache.update(key, value, sa.layer_idx)
             out = self._attend(layer, query, key, value, ctx.mask)
-            out = out.reshape(batch * length, -1).index_select(0, packed)
+            out = packing.gather(out.flatten(2), packed)
         out = layer.feed_forward_chunk(layer.attention.output(out, x))
-        return self._spread(out, packed, batch, length)
+        return packing.spread(out, packed, batch, length)
 
     def _attend_groups(self, layer: nn.Module, x: torch.Tensor, groups: packing.LengthGroups):
         """Attention of packed positions ``x`` [N, d], rows grouped by length so that each
@@ -115,7 +112,7 @@ class BertLikeAdapter(BackboneAdapter):
         if not self._plain(layer):
             return super().run_block_rows(index, hidden, ctx, rows, cache)
         sa = layer.attention.self
-        batch, length, dim = hidden.shape
+        batch, length, _ = hidden.shape
         at = torch.arange(batch, device=hidden.device)
         kept = hidden[at, rows].unsqueeze(1)  # [B, 1, d]
         heads = (batch, -1, sa.num_attention_heads, sa.attention_head_size)
@@ -125,9 +122,9 @@ class BertLikeAdapter(BackboneAdapter):
             key = sa.key(hidden).view(heads).transpose(1, 2)
             value = sa.value(hidden).view(heads).transpose(1, 2)
         else:
-            x = hidden.reshape(batch * length, dim).index_select(0, packed)
-            key = self._spread(sa.key(x), packed, batch, length).view(heads).transpose(1, 2)
-            value = self._spread(sa.value(x), packed, batch, length).view(heads).transpose(1, 2)
+            x = packing.gather(hidden, packed)
+            key = packing.spread(sa.key(x), packed, batch, length).view(heads).transpose(1, 2)
+            value = packing.spread(sa.value(x), packed, batch, length).view(heads).transpose(1, 2)
         if cache is not None:
             key, value = cache.update(key, value, sa.layer_idx)
         mask = ctx.mask

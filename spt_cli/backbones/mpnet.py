@@ -7,6 +7,7 @@ as the transformers module.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -45,6 +46,11 @@ class MPNetAdapter(BackboneAdapter):
         )
         bias = self.base.encoder.compute_position_bias(hidden)
         packed, groups = packing.pack(mask2d) if self.pack_padding else (None, None)
+        if groups is not None:
+            # MPNet's attention adds its mask: convert the groups' boolean masks once per
+            # layout rather than in every block (in the dtype of the padded layout's mask).
+            additive = [packing.additive(m, hidden.dtype) for m in groups.masks]
+            groups = dataclasses.replace(groups, masks=additive)
         return BlockContext(
             mask=mask,
             mask2d=mask2d,
@@ -97,7 +103,7 @@ class MPNetAdapter(BackboneAdapter):
                 q, k, v = (t.view(rows, width, heads, size).transpose(1, 2) for t in group)
                 # Rows start at position 0, so the group's bias is the layout's top-left corner.
                 corner = bias[:1, :, :width, :width]
-                return self._attention(sa, q, k, v, packing.additive(mask, q.dtype), corner)
+                return self._attention(sa, q, k, v, mask, corner)
 
             out = packing.attend_groups(parts, groups, attend)
         else:

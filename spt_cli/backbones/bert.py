@@ -112,19 +112,15 @@ class BertLikeAdapter(BackboneAdapter):
         if not self._plain(layer):
             return super().run_block_rows(index, hidden, ctx, rows, cache)
         sa = layer.attention.self
-        batch, length, _ = hidden.shape
+        batch = hidden.shape[0]
         at = torch.arange(batch, device=hidden.device)
         kept = hidden[at, rows].unsqueeze(1)  # [B, 1, d]
         heads = (batch, -1, sa.num_attention_heads, sa.attention_head_size)
         query = sa.query(kept).view(heads).transpose(1, 2)
-        packed = ctx.extra.get("packed")
-        if packed is None:
-            key = sa.key(hidden).view(heads).transpose(1, 2)
-            value = sa.value(hidden).view(heads).transpose(1, 2)
-        else:
-            x = packing.gather(hidden, packed)
-            key = packing.spread(sa.key(x), packed, batch, length).view(heads).transpose(1, 2)
-            value = packing.spread(sa.value(x), packed, batch, length).view(heads).transpose(1, 2)
+        key, value = (
+            t.view(heads).transpose(1, 2)
+            for t in packing.project(hidden, ctx.extra.get("packed"), sa.key, sa.value)
+        )
         if cache is not None:
             key, value = cache.update(key, value, sa.layer_idx)
         mask = ctx.mask

@@ -122,19 +122,15 @@ class MPNetAdapter(BackboneAdapter):
         # values at every (real) position.
         layer = self.blocks()[index]
         sa = layer.attention.attn
-        batch, length, _ = hidden.shape
+        batch = hidden.shape[0]
         at = torch.arange(batch, device=hidden.device)
         kept = hidden[at, rows].unsqueeze(1)  # [B, 1, d]
         heads = (batch, -1, sa.num_attention_heads, sa.attention_head_size)
         query = sa.q(kept).view(heads).transpose(1, 2)
-        packed = ctx.extra["packed"]
-        if packed is None:
-            key, value = sa.k(hidden), sa.v(hidden)
-        else:
-            x = packing.gather(hidden, packed)
-            key = packing.spread(sa.k(x), packed, batch, length)
-            value = packing.spread(sa.v(x), packed, batch, length)
-        key, value = key.view(heads).transpose(1, 2), value.view(heads).transpose(1, 2)
+        key, value = (
+            t.view(heads).transpose(1, 2)
+            for t in packing.project(hidden, ctx.extra["packed"], sa.k, sa.v)
+        )
         bias = ctx.extra["position_bias"][at, :, rows].unsqueeze(2)  # [B, H, 1, keys]
         mask = ctx.mask
         if mask is not None and mask.shape[-2] > 1:

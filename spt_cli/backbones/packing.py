@@ -73,6 +73,21 @@ def spread(values: torch.Tensor, packed: torch.Tensor, batch: int, length: int) 
     return full.index_copy(0, packed, values).view(batch, length, -1)
 
 
+def project(
+    hidden: torch.Tensor,
+    packed: torch.Tensor | None,
+    *linears: Callable[[torch.Tensor], torch.Tensor],
+) -> list[torch.Tensor]:
+    """Per-position layers (e.g. key and value projections) on ``hidden`` [B, T, d], each
+    [B, T, w]: with ``packed``, run on the real positions only (one gather for all) and
+    spread back with zeros at the padding."""
+    if packed is None:
+        return [f(hidden) for f in linears]
+    batch, length, _ = hidden.shape
+    x = gather(hidden, packed)
+    return [spread(f(x), packed, batch, length) for f in linears]
+
+
 def length_groups(mask2d: torch.Tensor, causal: bool = False) -> LengthGroups | None:
     """Length groups of a right-padded batch, or None when they would not save attention
     work (rows of similar length) or the padding is not at the right. With ``causal`` each

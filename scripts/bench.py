@@ -48,7 +48,7 @@ import torch
 # isort: on
 from torch.utils.flop_counter import FlopCounterMode
 
-from spt_cli.backbones import resolve_model_path
+from spt_cli.backbones.loading import pretrained_source
 from spt_cli.model import build_model, load_backbone
 from spt_cli.model.configs import head_config, method_config, model_config
 from spt_cli.model.heads import TaskInfo
@@ -104,8 +104,7 @@ def peft_model(mcfg: dict, tokens: int, pad_token_id: int):
             torch.manual_seed(int(mcfg.get("seed") or 0))
             base = AutoModelForSequenceClassification.from_config(config)
     else:
-        path = resolve_model_path(str(mcfg["path"]))
-        kwargs = {"gguf_file": mcfg["gguf_file"]} if mcfg.get("gguf_file") else {}
+        path, kwargs = pretrained_source(mcfg)
         base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **kwargs)
     if base.config.pad_token_id is None:  # decoders pool at the last token, found by padding
         base.config.pad_token_id = pad_token_id

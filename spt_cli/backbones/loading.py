@@ -153,6 +153,33 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def pretrained_source(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(local path, ``from_pretrained`` keyword arguments) of a ``model/`` config with a
+    ``path``; shared by :func:`load_backbone` and the benchmark's PEFT model."""
+    if not cfg.get("path"):
+        raise ConfigError(f"model {cfg.get('name')!r} has neither path nor from_config")
+    try:
+        path = resolve_model_path(str(cfg["path"]))
+        if cfg.get("gguf_file") and importlib.util.find_spec("gguf") is None:
+            raise MissingWeights(
+                "reading a GGUF file needs the gguf package: pip install -e '.[gguf]'"
+            )
+    except MissingWeights as exc:
+        if not cfg.get("install"):
+            raise
+        # Optional backbones name their scripts/setup.sh switch (`install` in the yaml).
+        raise MissingWeights(
+            f"the weights of model={cfg.get('name')} are not installed; install them with "
+            f"`SPT_MODELS={cfg['install']} bash scripts/setup.sh`"
+        ) from exc
+    kwargs: dict[str, Any] = {}
+    if cfg.get("revision"):
+        kwargs["revision"] = cfg["revision"]
+    if cfg.get("gguf_file"):
+        kwargs["gguf_file"] = cfg["gguf_file"]
+    return path, kwargs
+
+
 def load_backbone(model_cfg: Any) -> tuple[nn.Module, Any]:
     """Load the backbone named by a ``model/`` config: (transformers model, tokenizer).
 
@@ -168,27 +195,7 @@ def load_backbone(model_cfg: Any) -> tuple[nn.Module, Any]:
     if cfg.get("from_config"):
         model, tok = _from_config(cfg)
     else:
-        if not cfg.get("path"):
-            raise ConfigError(f"model {cfg.get('name')!r} has neither path nor from_config")
-        try:
-            path = resolve_model_path(str(cfg["path"]))
-            if cfg.get("gguf_file") and importlib.util.find_spec("gguf") is None:
-                raise MissingWeights(
-                    "reading a GGUF file needs the gguf package: pip install -e '.[gguf]'"
-                )
-        except MissingWeights as exc:
-            if not cfg.get("install"):
-                raise
-            # Optional backbones name their scripts/setup.sh switch (`install` in the yaml).
-            raise MissingWeights(
-                f"the weights of model={cfg.get('name')} are not installed; install them with "
-                f"`SPT_MODELS={cfg['install']} bash scripts/setup.sh`"
-            ) from exc
-        kwargs: dict[str, Any] = {}
-        if cfg.get("revision"):
-            kwargs["revision"] = cfg["revision"]
-        if cfg.get("gguf_file"):
-            kwargs["gguf_file"] = cfg["gguf_file"]
+        path, kwargs = pretrained_source(cfg)
         auto = _auto_class(family, bool(cfg.get("has_lm_head")))
         model_kwargs = dict(kwargs)
         if auto is AutoModel and family in ("bert", "roberta", "mpnet"):

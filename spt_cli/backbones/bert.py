@@ -96,14 +96,13 @@ class BertLikeAdapter(BackboneAdapter):
         """Attention of packed positions ``x`` [N, d], rows grouped by length so that each
         group is padded to its own longest row only (attention costs length^2 per row)."""
         sa = layer.attention.self
-        heads, size = sa.num_attention_heads, sa.attention_head_size
-
-        def attend(parts: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-            rows, width = parts[0].shape[:2]
-            query, key, value = (t.view(rows, width, heads, size).transpose(1, 2) for t in parts)
-            return self._attend(layer, query, key, value, mask)  # [rows, width, heads, size]
-
-        return packing.attend_groups([sa.query(x), sa.key(x), sa.value(x)], groups, attend)
+        inputs = [sa.query(x), sa.key(x), sa.value(x)]
+        return packing.attend_groups(
+            inputs,
+            groups,
+            sa.attention_head_size,
+            lambda q, k, v, mask: self._attend(layer, q, k, v, mask),
+        )
 
     def run_block_rows(self, index, hidden, ctx, rows, cache=None):
         # BertLayer / RobertaLayer taken apart: queries, attention output and feed-forward

@@ -79,13 +79,12 @@ class LlamaAdapter(DecoderAdapter):
         parts = [query.reshape(n, -1), key.reshape(n, -1), value]
         groups = ctx.extra["groups"]
         if groups is not None and cache is None:
-
-            def attend(group: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-                rows, width = group[0].shape[:2]
-                q, k, v = (t.view(rows, width, -1, sa.head_dim).transpose(1, 2) for t in group)
-                return packing.attend(sa, q, k, v, mask, sa.attention_dropout)
-
-            out = packing.attend_groups(parts, groups, attend)
+            out = packing.attend_groups(
+                parts,
+                groups,
+                sa.head_dim,
+                lambda q, k, v, mask: packing.attend(sa, q, k, v, mask, sa.attention_dropout),
+            )
         else:
             q, k, v = (
                 packing.spread(t, packed, batch, length)

@@ -98,14 +98,14 @@ class MPNetAdapter(BackboneAdapter):
         groups = ctx.extra["groups"]
         if groups is not None:
 
-            def attend(group: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-                rows, width = group[0].shape[:2]
-                q, k, v = (t.view(rows, width, heads, size).transpose(1, 2) for t in group)
+            def attend(
+                q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+            ) -> torch.Tensor:
                 # Rows start at position 0, so the group's bias is the layout's top-left corner.
-                corner = bias[:1, :, :width, :width]
-                return self._attention(sa, q, k, v, mask, corner)
+                width = q.shape[2]
+                return self._attention(sa, q, k, v, mask, bias[:1, :, :width, :width])
 
-            out = packing.attend_groups(parts, groups, attend)
+            out = packing.attend_groups(parts, groups, size, attend)
         else:
             q, k, v = (
                 packing.spread(t, packed, batch, length).view(batch, length, heads, size)

@@ -136,13 +136,15 @@ def length_groups(mask2d: torch.Tensor, causal: bool = False) -> LengthGroups | 
 def attend_groups(
     inputs: list[torch.Tensor],
     groups: LengthGroups,
-    attend: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor],
+    head_dim: int,
+    attend: Callable[..., torch.Tensor],
 ) -> torch.Tensor:
     """Attention over length groups of packed positions.
 
-    ``inputs``: [N, w_i] values per packed position (e.g. queries, keys, values). Per group,
-    ``attend(parts, mask)`` gets them as [rows, width, w_i] (zeros past a row's end) with the
-    group's mask and returns [rows, width, e]. Returns [N, e] in packed order.
+    ``inputs``: [N, H_i * head_dim] per packed position (queries, keys, values). Per group,
+    ``attend(*parts, mask)`` gets them split into heads, [rows, H_i, width, head_dim] (zeros
+    past a row's end), with the group's mask and returns [rows, width, ...]. Returns [N, e]
+    in packed order.
     """
     widths = [t.shape[-1] for t in inputs]
     flat = torch.cat(inputs, -1)
@@ -151,7 +153,8 @@ def attend_groups(
     for index, real, mask in zip(groups.index, groups.real, groups.masks):
         rows, width = index.shape
         g = flat.index_select(0, index.reshape(-1)).view(rows, width, -1)
-        out = attend(list(g.split(widths, -1)), mask)
+        parts = (t.view(rows, width, -1, head_dim).transpose(1, 2) for t in g.split(widths, -1))
+        out = attend(*parts, mask)
         pieces.append(out.reshape(rows * width, -1).index_select(0, real))
     return torch.cat(pieces).index_select(0, groups.inverse)
 

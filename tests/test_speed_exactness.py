@@ -84,6 +84,14 @@ def test_pruned_last_block_gradients_match():
         torch.testing.assert_close(grads[0][key], grads[1][key], atol=1e-6, rtol=1e-4)
 
 
+def _logits_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    out = model(**batch)
+    out["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out["logits"].detach(), grads
+
+
 # -- linear layers on the real positions only ------------------------------------------------
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-roberta"])
 @pytest.mark.parametrize(
@@ -106,11 +114,7 @@ def test_packed_blocks_give_the_padded_logits_and_gradients(name, method, layers
         results = []
         for pack in (True, False):
             model.backbone.pack_padding = pack
-            model.zero_grad(set_to_none=True)
-            out = model(**batch)
-            out["loss"].backward()
-            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-            results.append((out["logits"].detach(), grads))
+            results.append(_logits_and_grads(model, batch))
         torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-5)
         assert results[0][1].keys() == results[1][1].keys()
         for key in results[0][1]:
@@ -118,14 +122,6 @@ def test_packed_blocks_give_the_padded_logits_and_gradients(name, method, layers
     assert calls  # the packed path ran
     if method != "ptuning_v2":  # prefixes keep the padded layout for attention
         assert grouped  # ... with rows grouped by length for attention
-
-
-def _logits_and_grads(model, batch):
-    model.zero_grad(set_to_none=True)
-    out = model(**batch)
-    out["loss"].backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return out["logits"].detach(), grads
 
 
 # MPNet (relative position bias) and Llama (rotary positions, causal mask, grouped key/value

@@ -74,17 +74,15 @@ class BertLikeAdapter(BackboneAdapter):
         # BertLayer taken apart so that its linear layers see the real positions only.
         batch, length, _ = hidden.shape
         sa = layer.attention.self
-        heads = (batch, length, sa.num_attention_heads, sa.attention_head_size)
         x = packing.gather(hidden, packed)
-
-        def spread(values):
-            return packing.spread(values, packed, batch, length).view(heads).transpose(1, 2)
-
         groups = ctx.extra.get("groups")
         if groups is not None and cache is None:
             out = self._attend_groups(layer, x, groups)
         else:
-            query, key, value = spread(sa.query(x)), spread(sa.key(x)), spread(sa.value(x))
+            query, key, value = (
+                packing.spread_heads(f(x), packed, batch, length, sa.attention_head_size)
+                for f in (sa.query, sa.key, sa.value)
+            )
             if cache is not None:
                 key, value = cache.update(key, value, sa.layer_idx)
             out = self._attend(layer, query, key, value, ctx.mask)

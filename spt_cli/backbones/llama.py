@@ -86,12 +86,7 @@ class LlamaAdapter(DecoderAdapter):
                 lambda q, k, v, mask: packing.attend(sa, q, k, v, mask, sa.attention_dropout),
             )
         else:
-            q, k, v = (
-                packing.spread(t, packed, batch, length)
-                .view(batch, length, -1, sa.head_dim)
-                .transpose(1, 2)
-                for t in parts
-            )
+            q, k, v = (packing.spread_heads(t, packed, batch, length, sa.head_dim) for t in parts)
             if cache is not None:
                 k, v = cache.update(k, v, sa.layer_idx)
             out = packing.gather(
@@ -131,9 +126,7 @@ class LlamaAdapter(DecoderAdapter):
             pc, ps = ctx.extra["packed_rope"]
             key, _ = apply_rotary_pos_emb(key, key, pc, ps)
             key, value = (
-                packing.spread(t.reshape(n, -1), packed, batch, length)
-                .view(batch, length, -1, sa.head_dim)
-                .transpose(1, 2)
+                packing.spread_heads(t.reshape(n, -1), packed, batch, length, sa.head_dim)
                 for t in (key, sa.v_proj(normed))
             )
         if cache is not None:

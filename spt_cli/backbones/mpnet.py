@@ -92,7 +92,7 @@ class MPNetAdapter(BackboneAdapter):
             return layer(hidden, ctx.mask, bias)[0]
         batch, length, _ = hidden.shape
         sa = layer.attention.attn
-        heads, size = sa.num_attention_heads, sa.attention_head_size
+        size = sa.attention_head_size
         x = packing.gather(hidden, packed)
         parts = [sa.q(x), sa.k(x), sa.v(x)]
         groups = ctx.extra["groups"]
@@ -107,13 +107,8 @@ class MPNetAdapter(BackboneAdapter):
 
             out = packing.attend_groups(parts, groups, size, attend)
         else:
-            q, k, v = (
-                packing.spread(t, packed, batch, length).view(batch, length, heads, size)
-                for t in parts
-            )
-            out = self._attention(
-                sa, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), ctx.mask, bias
-            )
+            q, k, v = (packing.spread_heads(t, packed, batch, length, size) for t in parts)
+            out = self._attention(sa, q, k, v, ctx.mask, bias)
             out = packing.gather(out, packed)
         return packing.spread(self._finish(layer, out, x), packed, batch, length)
 

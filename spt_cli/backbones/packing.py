@@ -73,6 +73,14 @@ def spread(values: torch.Tensor, packed: torch.Tensor, batch: int, length: int) 
     return full.index_copy(0, packed, values).view(batch, length, -1)
 
 
+def spread_heads(
+    values: torch.Tensor, packed: torch.Tensor, batch: int, length: int, head_dim: int
+) -> torch.Tensor:
+    """[N, H * head_dim] values of the real positions -> [B, H, T, head_dim] (attention's
+    layout) with zeros at the padding."""
+    return spread(values, packed, batch, length).view(batch, length, -1, head_dim).transpose(1, 2)
+
+
 def project(
     hidden: torch.Tensor,
     packed: torch.Tensor | None,

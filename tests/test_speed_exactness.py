@@ -17,7 +17,6 @@ from omegaconf import OmegaConf
 
 from conftest import FakeGatedModel, fake_features, search_cfg, trainer_cfg
 from spt_cli.backbones import packing
-from spt_cli.backbones.bert import BertLikeAdapter
 from spt_cli.data import collate, get_task
 from spt_cli.model import fast, load_backbone
 from spt_cli.model.configs import model_config
@@ -99,12 +98,10 @@ def _logits_and_grads(model, batch):
 )
 def test_packed_blocks_give_the_padded_logits_and_gradients(name, method, layers, monkeypatch):
     calls, grouped = [], []
-    original, original_groups = packing.spread, BertLikeAdapter._attend_groups
+    original, original_groups = packing.spread, packing.attend_groups
     monkeypatch.setattr(packing, "spread", lambda *a: calls.append(1) or original(*a))
     monkeypatch.setattr(
-        BertLikeAdapter,
-        "_attend_groups",
-        lambda self, *a: grouped.append(1) or original_groups(self, *a),
+        packing, "attend_groups", lambda *a: grouped.append(1) or original_groups(*a)
     )
     texts = ("good " * 40, "bad", "fine , not more " * 4, "a truly great movie , i loved it")
     for head in ("classifier", "mlm"):

@@ -77,7 +77,13 @@ class BertLikeAdapter(BackboneAdapter):
         x = packing.gather(hidden, packed)
         groups = ctx.extra.get("groups")
         if groups is not None and cache is None:
-            out = self._attend_groups(layer, x, groups)
+            # Rows grouped by length, each group padded to its own longest row only.
+            out = packing.attend_groups(
+                [sa.query(x), sa.key(x), sa.value(x)],
+                groups,
+                sa.attention_head_size,
+                lambda q, k, v, mask: self._attend(layer, q, k, v, mask),
+            )
         else:
             query, key, value = (
                 packing.spread_heads(f(x), packed, batch, length, sa.attention_head_size)
@@ -89,18 +95,6 @@ class BertLikeAdapter(BackboneAdapter):
             out = packing.gather(out.flatten(2), packed)
         out = layer.feed_forward_chunk(layer.attention.output(out, x))
         return packing.spread(out, packed, batch, length)
-
-    def _attend_groups(self, layer: nn.Module, x: torch.Tensor, groups: packing.LengthGroups):
-        """Attention of packed positions ``x`` [N, d], rows grouped by length so that each
-        group is padded to its own longest row only (attention costs length^2 per row)."""
-        sa = layer.attention.self
-        inputs = [sa.query(x), sa.key(x), sa.value(x)]
-        return packing.attend_groups(
-            inputs,
-            groups,
-            sa.attention_head_size,
-            lambda q, k, v, mask: self._attend(layer, q, k, v, mask),
-        )
 
     def run_block_rows(self, index, hidden, ctx, rows, cache=None):
         # BertLayer / RobertaLayer taken apart: queries, attention output and feed-forward

@@ -95,16 +95,18 @@ def _canonical_method(plain: dict[str, Any]) -> dict[str, Any]:
     if isinstance(search, dict) and isinstance(method, dict) and "tau_start" not in search:
         # The anneal started from search.tau_start, which a search then set as method.tau
         plain = {**plain, "search": {**search, "tau_start": method.get("tau")}}
-    if isinstance(method, dict) and method.get("name") in group_choices("method"):
-        shipped = _shipped_roles(str(method["name"]))
+    if isinstance(method, dict) and (shipped := _shipped_roles(str(method.get("name")))):
         drop = {k for k in ROLE_KEYS if k in method and method[k] == shipped.get(k)}
         plain = {**plain, "method": {k: v for k, v in method.items() if k not in drop}}
     return plain
 
 
 @lru_cache(maxsize=64)
-def _shipped_roles(name: str) -> dict[str, Any]:
-    """The role keys of the shipped method file ``name``."""
+def _shipped_roles(name: str) -> dict[str, Any] | None:
+    """The role keys of the shipped method file ``name``; None for a name no file ships.
+    Cached: fingerprint() runs per job and per earlier result, and reads no file twice."""
+    if name not in group_choices("method"):
+        return None
     method = to_plain(read_config_file("method", name))
     return {k: method.get(k) for k in ROLE_KEYS}
 

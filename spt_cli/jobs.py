@@ -313,10 +313,16 @@ def _reusable(code: str | None, policy: str) -> bool:
     return policy == "any" or (policy == "same_code" and code == code_identity())
 
 
+def noted_versions(data: dict[str, Any]) -> dict[str, Any]:
+    """Where a result notes the ``commit`` and ``code`` that produced it: a results.json under
+    ``versions``, a record at its top."""
+    versions = data.get("versions")
+    return versions if isinstance(versions, dict) else data
+
+
 def _completed_prior(data: dict[str, Any], policy: str, **where: Path) -> Prior:
     """A completed result (results.json or record) judged by the reuse policy."""
-    versions = data.get("versions")
-    source = versions if isinstance(versions, dict) else data  # results.json | record
+    source = noted_versions(data)
     commit = source.get("commit")
     code = source.get("code") or commit_identity(commit)  # older results: from their commit
     state = "completed" if _reusable(code, policy) else "stale"

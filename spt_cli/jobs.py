@@ -390,7 +390,9 @@ def carry_record(cfg: DictConfig, prior: Prior, overrides: list[str]) -> Path | 
         return None
     fp = fingerprint(cfg)
     existing = find_record(Path(str(cfg.records)), fp)
-    if existing and _reusable((_read_json(existing) or {}).get("code"), str(cfg.reuse)):
+    data = _read_json(existing) if existing else None
+    # Judged as find_prior judges it: an older record without ``code`` by its commit's.
+    if data is not None and _completed_prior(data, str(cfg.reuse)).state == "completed":
         return None
     if prior.record is not None:
         record = json.loads(prior.record.read_text(encoding="utf-8"))
@@ -404,5 +406,4 @@ def carry_record(cfg: DictConfig, prior: Prior, overrides: list[str]) -> Path | 
 
 def link(run_dir: Path, prior: Prior) -> None:
     """Leave a pointer in the new (unused) job directory to where the job's result lives."""
-    target = prior.run_dir or prior.record
-    write_json(run_dir / LINK_FILE, {"state": prior.state, "same_as": str(target)})
+    write_json(run_dir / LINK_FILE, {"state": prior.state, "same_as": str(prior.where)})

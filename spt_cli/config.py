@@ -58,6 +58,9 @@ POOLS = ("avg", "max")
 GATES = ("soft", "stochastic", "hard")
 HEADS = ("auto", "classifier", "mlm", "lm")
 POOLINGS = ("auto", "first", "last", "mean")
+# A method's role keys: the stage that runs it, and the blocks it prompts when no layers are set.
+METHOD_STAGES = ("train", "search")
+DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
 # table.select: how a cell run with several settings is resolved (spt_cli.tables.select).
 SELECT_MODES = ("dev", "all")
 
@@ -184,8 +187,8 @@ RULES: dict[str, Rule] = {
     "method.bottleneck": Num("64", low=1, integer=True),
     "method.dropout": Num("0.1", low=0, high=1, high_open=True),
     "method.layers": IntList("[2,4]"),
-    "method.stage": Choice(("train", "search")),
-    "method.default_layers": Choice(("upper", "all", "middle", "random", "given")),
+    "method.stage": Choice(METHOD_STAGES),
+    "method.default_layers": Choice(DEFAULT_LAYERS),
     "method.gate": Choice(GATES),
     "method.tau": Num("1.0", low=0, low_open=True),
     "method.train_backbone": Flag(),

@@ -296,18 +296,25 @@ def group_choices(group: str) -> list[str]:
     )
 
 
-def read_config_file(group: str, choice: str) -> DictConfig:
-    """One file of the shipped config tree (e.g. ``method/spt_fixed``) outside Hydra, with the
-    files its ``defaults`` list names from the same group merged in as Hydra merges them.
-
-    The one yaml reader of the project: the stages, tests and scripts read group files through
-    it, so a default lives in one yaml file only."""
+def read_own_config_file(group: str, choice: str) -> DictConfig:
+    """One file of the shipped config tree as written: its ``defaults`` list unmerged."""
     path = conf_dir() / group / f"{choice}.yaml"
     if not path.is_file():
         known = ", ".join(group_choices(group))
         raise ConfigError(f"{group}={choice} does not exist; choose one of {known}")
     cfg = OmegaConf.create(path.read_text(encoding="utf-8"))
     assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def read_config_file(group: str, choice: str) -> DictConfig:
+    """One file of the shipped config tree (e.g. ``method/spt_fixed``) outside Hydra, with the
+    files its ``defaults`` list names from the same group merged in as Hydra merges them.
+
+    The one yaml reader of the project (with :func:`read_own_config_file`): the stages, tests
+    and scripts read group files through it, so a default lives in one yaml file only."""
+    cfg = read_own_config_file(group, choice)
+    path = conf_dir() / group / f"{choice}.yaml"
     defaults = list(cfg.pop("defaults", None) or [])
     if "_self_" not in defaults:
         defaults.append("_self_")  # Hydra's place for it when a file does not say

@@ -61,6 +61,9 @@ POOLINGS = ("auto", "first", "last", "mean")
 # A method's role keys: the stage that runs it, and the blocks it prompts when no layers are set.
 METHOD_STAGES = ("train", "search")
 DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
+# Keys that say which stage runs a method and how its layers are chosen, not what a model with
+# concrete layers computes (spt_cli.jobs leaves them out of fingerprints at shipped values).
+ROLE_KEYS = ("stage", "retrain_as", "default_layers")
 # table.select: how a cell run with several settings is resolved (spt_cli.tables.select).
 SELECT_MODES = ("dev", "all")
 

@@ -32,7 +32,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from spt_cli.config import REUSE_POLICIES, group_choices, read_config_file, to_plain
+from spt_cli.config import (
+    REUSE_POLICIES,
+    ROLE_KEYS,
+    group_choices,
+    read_config_file,
+    to_plain,
+)
 from spt_cli.files import write_json
 
 # Top-level keys that never change a run's numbers.
@@ -81,10 +87,9 @@ def fingerprint(cfg: DictConfig | dict[str, Any]) -> str:
     return _digest(_canonical_method(plain))
 
 
-# A method's role keys (which stage runs it, its default layers, the method that retrains its
-# search): a shipped method's file fixes them, and they only say in config what its name said
-# in code before; left out of the fingerprint at the shipped values.
-ROLE_KEYS = ("stage", "retrain_as", "default_layers")
+# A method's role keys (config.ROLE_KEYS: which stage runs it, its default layers, the method
+# that retrains its search): a shipped method's file fixes them, and they only say in config
+# what its name said in code before; left out of the fingerprint at the shipped values.
 
 
 def _canonical_method(plain: dict[str, Any]) -> dict[str, Any]:

@@ -68,13 +68,14 @@ def grid_of() -> dict[str, str]:
     return {m: name for name in GRIDS for m in read_grid(name).methods}
 
 
-METHODS = list(grid_of())
+GRID_OF = grid_of()  # read once: every command looks methods up in it
+METHODS = list(GRID_OF)
 
 
 def cmd_grid(opts: argparse.Namespace) -> int:
     code, wanted = 0, opts.methods or METHODS
     for name, stage in GRIDS.items():
-        methods = [m for m, grid in grid_of().items() if grid == name and m in wanted]
+        methods = [m for m, grid in GRID_OF.items() if grid == name and m in wanted]
         if methods:
             args = [stage, f"experiment={name}", "logger=none", f"method={','.join(methods)}"]
             code = spt_run([*args, "-m"]) or code
@@ -96,14 +97,14 @@ def run_chosen(methods, tasks, seeds, records: Path, common: list[str] | None = 
     """Every method at its grid choice (results/fewshot/choices.json) over tasks x seeds: with
     its grid experiment (few-shot), or with the ``common`` overrides (another experiment)."""
     chosen = json.loads((TABLE / "choices.json").read_text())
-    grids, stages = grid_of(), {m: GRIDS[g] for m, g in grid_of().items()}
+    stages = {m: GRIDS[g] for m, g in GRID_OF.items()}
     code, t0 = 0, time.time()
     for method in methods:
         if method not in chosen:
             print(f"skip {method}: the grid has chosen no setting for it yet (grid, choose)")
             continue
         setup = (
-            [f"experiment={grids[method]}", "logger=none"]
+            [f"experiment={GRID_OF[method]}", "logger=none"]
             if common is None
             else [*common, *FIXED.get(method, [])]
         )

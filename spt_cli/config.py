@@ -58,6 +58,12 @@ POOLS = ("avg", "max")
 GATES = ("soft", "stochastic", "hard")
 HEADS = ("auto", "classifier", "mlm", "lm")
 POOLINGS = ("auto", "first", "last", "mean")
+# A method's role keys: the stage that runs it, and the blocks it prompts when no layers are set.
+METHOD_STAGES = ("train", "search")
+DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
+# Keys that say which stage runs a method and how its layers are chosen, not what a model with
+# concrete layers computes (spt_cli.jobs leaves them out of fingerprints at shipped values).
+ROLE_KEYS = ("stage", "retrain_as", "default_layers")
 # table.select: how a cell run with several settings is resolved (spt_cli.tables.select).
 SELECT_MODES = ("dev", "all")
 
@@ -184,8 +190,8 @@ RULES: dict[str, Rule] = {
     "method.bottleneck": Num("64", low=1, integer=True),
     "method.dropout": Num("0.1", low=0, high=1, high_open=True),
     "method.layers": IntList("[2,4]"),
-    "method.stage": Choice(("train", "search")),
-    "method.default_layers": Choice(("upper", "all", "middle", "random", "given")),
+    "method.stage": Choice(METHOD_STAGES),
+    "method.default_layers": Choice(DEFAULT_LAYERS),
     "method.gate": Choice(GATES),
     "method.tau": Num("1.0", low=0, low_open=True),
     "method.train_backbone": Flag(),
@@ -293,18 +299,25 @@ def group_choices(group: str) -> list[str]:
     )
 
 
-def read_config_file(group: str, choice: str) -> DictConfig:
-    """One file of the shipped config tree (e.g. ``method/spt_fixed``) outside Hydra, with the
-    files its ``defaults`` list names from the same group merged in as Hydra merges them.
-
-    The one yaml reader of the project: the stages, tests and scripts read group files through
-    it, so a default lives in one yaml file only."""
+def read_own_config_file(group: str, choice: str) -> DictConfig:
+    """One file of the shipped config tree as written: its ``defaults`` list unmerged."""
     path = conf_dir() / group / f"{choice}.yaml"
     if not path.is_file():
         known = ", ".join(group_choices(group))
         raise ConfigError(f"{group}={choice} does not exist; choose one of {known}")
     cfg = OmegaConf.create(path.read_text(encoding="utf-8"))
     assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def read_config_file(group: str, choice: str) -> DictConfig:
+    """One file of the shipped config tree (e.g. ``method/spt_fixed``) outside Hydra, with the
+    files its ``defaults`` list names from the same group merged in as Hydra merges them.
+
+    The one yaml reader of the project (with :func:`read_own_config_file`): the stages, tests
+    and scripts read group files through it, so a default lives in one yaml file only."""
+    cfg = read_own_config_file(group, choice)
+    path = conf_dir() / group / f"{choice}.yaml"
     defaults = list(cfg.pop("defaults", None) or [])
     if "_self_" not in defaults:
         defaults.append("_self_")  # Hydra's place for it when a file does not say

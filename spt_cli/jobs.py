@@ -32,7 +32,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from spt_cli.config import REUSE_POLICIES, group_choices, read_config_file, to_plain
+from spt_cli.config import (
+    REUSE_POLICIES,
+    ROLE_KEYS,
+    group_choices,
+    read_config_file,
+    to_plain,
+)
 from spt_cli.files import write_json
 
 # Top-level keys that never change a run's numbers.
@@ -81,10 +87,9 @@ def fingerprint(cfg: DictConfig | dict[str, Any]) -> str:
     return _digest(_canonical_method(plain))
 
 
-# A method's role keys (which stage runs it, its default layers, the method that retrains its
-# search): a shipped method's file fixes them, and they only say in config what its name said
-# in code before; left out of the fingerprint at the shipped values.
-ROLE_KEYS = ("stage", "retrain_as", "default_layers")
+# A method's role keys (config.ROLE_KEYS: which stage runs it, its default layers, the method
+# that retrains its search): a shipped method's file fixes them, and they only say in config
+# what its name said in code before; left out of the fingerprint at the shipped values.
 
 
 def _canonical_method(plain: dict[str, Any]) -> dict[str, Any]:
@@ -95,16 +100,18 @@ def _canonical_method(plain: dict[str, Any]) -> dict[str, Any]:
     if isinstance(search, dict) and isinstance(method, dict) and "tau_start" not in search:
         # The anneal started from search.tau_start, which a search then set as method.tau
         plain = {**plain, "search": {**search, "tau_start": method.get("tau")}}
-    if isinstance(method, dict) and method.get("name") in group_choices("method"):
-        shipped = _shipped_roles(str(method["name"]))
+    if isinstance(method, dict) and (shipped := _shipped_roles(str(method.get("name")))):
         drop = {k for k in ROLE_KEYS if k in method and method[k] == shipped.get(k)}
         plain = {**plain, "method": {k: v for k, v in method.items() if k not in drop}}
     return plain
 
 
 @lru_cache(maxsize=64)
-def _shipped_roles(name: str) -> dict[str, Any]:
-    """The role keys of the shipped method file ``name``."""
+def _shipped_roles(name: str) -> dict[str, Any] | None:
+    """The role keys of the shipped method file ``name``; None for a name no file ships.
+    Cached: fingerprint() runs per job and per earlier result, and reads no file twice."""
+    if name not in group_choices("method"):
+        return None
     method = to_plain(read_config_file("method", name))
     return {k: method.get(k) for k in ROLE_KEYS}
 
@@ -311,10 +318,16 @@ def _reusable(code: str | None, policy: str) -> bool:
     return policy == "any" or (policy == "same_code" and code == code_identity())
 
 
+def noted_versions(data: dict[str, Any]) -> dict[str, Any]:
+    """Where a result notes the ``commit`` and ``code`` that produced it: a results.json under
+    ``versions``, a record at its top."""
+    versions = data.get("versions")
+    return versions if isinstance(versions, dict) else data
+
+
 def _completed_prior(data: dict[str, Any], policy: str, **where: Path) -> Prior:
     """A completed result (results.json or record) judged by the reuse policy."""
-    versions = data.get("versions")
-    source = versions if isinstance(versions, dict) else data  # results.json | record
+    source = noted_versions(data)
     commit = source.get("commit")
     code = source.get("code") or commit_identity(commit)  # older results: from their commit
     state = "completed" if _reusable(code, policy) else "stale"
@@ -382,7 +395,9 @@ def carry_record(cfg: DictConfig, prior: Prior, overrides: list[str]) -> Path | 
         return None
     fp = fingerprint(cfg)
     existing = find_record(Path(str(cfg.records)), fp)
-    if existing and _reusable((_read_json(existing) or {}).get("code"), str(cfg.reuse)):
+    data = _read_json(existing) if existing else None
+    # Judged as find_prior judges it: an older record without ``code`` by its commit's.
+    if data is not None and _completed_prior(data, str(cfg.reuse)).state == "completed":
         return None
     if prior.record is not None:
         record = json.loads(prior.record.read_text(encoding="utf-8"))
@@ -396,5 +411,4 @@ def carry_record(cfg: DictConfig, prior: Prior, overrides: list[str]) -> Path | 
 
 def link(run_dir: Path, prior: Prior) -> None:
     """Leave a pointer in the new (unused) job directory to where the job's result lives."""
-    target = prior.run_dir or prior.record
-    write_json(run_dir / LINK_FILE, {"state": prior.state, "same_as": str(target)})
+    write_json(run_dir / LINK_FILE, {"state": prior.state, "same_as": str(prior.where)})

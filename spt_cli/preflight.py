@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from spt_cli.config import GROUPS, group_choices, validate
 from spt_cli.errors import ConfigError, RuntimeFailure, SptError
@@ -187,8 +187,6 @@ def _occupied(cfg, num: int) -> str | None:
     """Why sweep job ``num`` cannot run in its folder of a pinned sweep folder (one holding a
     finished result the rerun would not reuse), found before Hydra writes its config there;
     the job checks again as it starts."""
-    from omegaconf import open_dict
-
     try:
         with open_dict(cfg):
             cfg.hydra.job.num = num

@@ -232,3 +232,29 @@ def test_introduced_keys_keep_old_fingerprints() -> None:
     # a baseline's search section does nothing: the new default leaves its fingerprint alone
     train = {**changed, "stage": {"name": "train"}}
     assert fingerprint(train) == fingerprint({**old, "stage": {"name": "train"}})
+
+
+def test_carry_record_keeps_an_older_record_of_the_same_code(tmp_path, monkeypatch):
+    """A record without ``code`` (written before runs noted it) is judged by its commit's
+    identity, as find_prior judges it: the same code's record is kept, not rewritten."""
+    from omegaconf import OmegaConf
+
+    from spt_cli import jobs
+
+    monkeypatch.setattr(jobs, "commit_identity", lambda commit: jobs.code_identity())
+    cfg = OmegaConf.create({"records": str(tmp_path / "t"), "reuse": "same_code", "seed": 13})
+    fp = jobs.fingerprint(cfg)
+    old = {"task": "rte", "method": "lpt", "stage": "train", "shots": 16, "seed": 13,
+           "status": "completed", "fingerprint": fp, "commit": "0123456789ab"}  # fmt: skip
+    mine = jobs.record_path(tmp_path / "t", old, fp)
+    mine.parent.mkdir(parents=True)
+    mine.write_text(json.dumps(old))
+    elsewhere = tmp_path / "grid.json"  # the same job's record under another records folder
+    elsewhere.write_text(json.dumps({**old, "commit": "fedcba987654"}))
+    prior = jobs.Prior("completed", record=elsewhere)
+    assert jobs.carry_record(cfg, prior, []) is None
+    assert json.loads(mine.read_text())["commit"] == "0123456789ab"
+    # Under other code (its commit's identity differs) the record is replaced.
+    monkeypatch.setattr(jobs, "commit_identity", lambda commit: "src-000000000000")
+    assert jobs.carry_record(cfg, prior, []) == mine
+    assert json.loads(mine.read_text())["commit"] == "fedcba987654"

@@ -108,11 +108,12 @@ def _of_seeds(records: list[RunRecord], seeds: Any) -> list[RunRecord]:
 def _write_grid_choices(records: list[RunRecord], grids: Any, out_dir: Path) -> Path:
     """`table.grids`: one setting per method of the grids, written to choices.json."""
     names = [str(g) for g in grids] if isinstance(grids, ListConfig | list) else [str(grids)]
-    found = grid_choices(records, [read_grid(name) for name in names])
+    read = [read_grid(name) for name in names]
+    found = grid_choices(records, read)
     for method, choice in found.items():
         setting = " ".join(choice["setting"])
         print(f"{method:>14}: {setting}   (mean dev x100: {choice['dev_mean']})", file=sys.stderr)
-    every = [m for name in names for m in read_grid(name).methods]
+    every = [m for grid in read for m in grid.methods]
     missing = [m for m in every if m not in found]
     if missing:
         print(f"table.grids: grid not finished for: {', '.join(missing)}", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from spt_cli.config import conf_dir, group_choices
+from spt_cli.config import conf_dir, group_choices, read_own_config_file
 from spt_cli.errors import ConfigError
 from spt_cli.tables.records import RunRecord
 from spt_cli.tables.select import holds
@@ -50,7 +50,7 @@ def read_grid(name: str) -> Grid:
     if not path.is_file():
         known = ", ".join(c for c in group_choices("experiment") if c.startswith("grid"))
         raise ConfigError(f"table.grids: experiment={name} does not exist; e.g. {known}")
-    cfg = OmegaConf.create(path.read_text(encoding="utf-8"))
+    cfg = read_own_config_file("experiment", name)
     params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or {})
     assert isinstance(params, dict)
     keys = [k for k in params if k not in NOT_SETTINGS]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spt_cli.jobs import RECORD_FORMAT
+from spt_cli.jobs import RECORD_FORMAT, noted_versions
 
 # Stages whose run directories hold no per-task result (skipped, never reported as failed).
 NON_RESULT_STAGES = {"table", "data"}
@@ -196,8 +196,7 @@ def _from_results(
     if isinstance(data.get("config"), dict):
         rec.config = data["config"]
 
-    versions = data.get("versions")  # results.json notes it there, a record at the top
-    commit = (versions if isinstance(versions, dict) else data).get("commit")
+    commit = noted_versions(data).get("commit")
     rec.commit = str(commit) if commit else None
     rec.status = str(data.get("status") or "missing status")
     rec.main_metric = data.get("main_metric") if isinstance(data.get("main_metric"), str) else None

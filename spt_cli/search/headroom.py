@@ -20,6 +20,7 @@ from spt_cli.search.study import (
     TaskSeed,
     dev_percentile,
     last_k,
+    markdown_table,
     mean,
     mean_test,
     spread,
@@ -115,9 +116,9 @@ def headroom_markdown(rows: list[dict]) -> str:
     head = ["task", "task-seeds", "dev mean", "dev range", "test mean", "test range",
             "best-on-dev test gain", "last K gain (dev pct)", "middle K gain (dev pct)",
             "dev-test tau", "later-is-better tau dev / test"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    table = []
     for r in rows:
-        cells = [
+        table.append([
             r["task"], str(r["n"]), _f(r["dev_mean"], 100), _f(r["dev_range"], 100),
             _f(r["test_mean"], 100), _f(r["test_range"], 100),
             _f(r["best_dev_gain"], 100, True),
@@ -125,9 +126,8 @@ def headroom_markdown(rows: list[dict]) -> str:
             f"{_f(r['middle_k_gain'], 100, True)} ({_f(r['middle_k_pct'])})",
             "-" if r["kendall"] is None else f"{r['kendall']:.2f}",
             f"{_tau(r['later_tau_dev'])} / {_tau(r['later_tau_test'])}",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        ])  # fmt: skip
+    return markdown_table(head, table)
 
 
 def _tau(value: float | None) -> str:

@@ -224,6 +224,13 @@ def _fmt(value: float | None, scale: float = 1.0) -> str:
     return "-" if value is None else f"{scale * value:.1f}"
 
 
+def markdown_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
 def _task_head(task: str) -> str:
     return "Subj" if task == "subj" else task.upper()
 
@@ -235,12 +242,12 @@ def rows_markdown(rows: list[dict], extra: dict[str, dict[str, Any]], tasks: Seq
             *[_task_head(t) for t in tasks], "test x100",
             "test - subsets' mean (above-below)",
             "ablation pct", "pairs dev pct (n)"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    table = []
     for row in rows:
         more = extra.get(row["name"], {})
         searches, separated = more.get("searches", 0), more.get("separated")
         gain = row["test_gain"]
-        cells = [
+        table.append([
             row["name"], str(searches) if searches else "",
             f"{100 * separated:.0f}%" if searches else "",
             f"{_fmt(row['dev_pct'])} ({row['n']})",
@@ -251,9 +258,8 @@ def rows_markdown(rows: list[dict], extra: dict[str, dict[str, Any]], tasks: Seq
             else "-" if gain is None else f"{100 * gain[0]:+.1f} ({gain[1]}-{gain[2]})",
             _fmt(more.get("ablation_pct")),
             f"{_fmt(row['pairs_dev_pct'])} ({row['pairs_n']})",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        ])  # fmt: skip
+    return markdown_table(head, table)
 
 
 def _fmt_p(value: float | None) -> str:
@@ -262,13 +268,10 @@ def _fmt_p(value: float | None) -> str:
 
 def spread_markdown(rows: list[dict]) -> str:
     """The controls table: per task, the mean `spread` over its task-seeds."""
-    lines = ["| task | task-seeds | dev range (min-max) x100 | test range x100 | "
-             "test of best dev - mean test | dev-test Spearman rho |",
-             "|:--|--:|--:|--:|--:|--:|"]  # fmt: skip
-    for r in rows:
-        lines.append(
-            f"| {r['task']} | {r['n']} | {_fmt(r['dev_range'], 100)} | "
-            f"{_fmt(r['test_range'], 100)} | {_fmt(r['best_dev_gain'], 100)} | "
-            f"{_fmt(r['spearman'])} |"
-        )
-    return "\n".join(lines)
+    head = ["task", "task-seeds", "dev range (min-max) x100", "test range x100",
+            "test of best dev - mean test", "dev-test Spearman rho"]  # fmt: skip
+    return markdown_table(head, (
+        [r["task"], str(r["n"]), _fmt(r["dev_range"], 100), _fmt(r["test_range"], 100),
+         _fmt(r["best_dev_gain"], 100), _fmt(r["spearman"])]
+        for r in rows
+    ))  # fmt: skip

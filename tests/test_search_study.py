@@ -122,3 +122,8 @@ def test_markdown_rows(controls) -> None:
     assert lines[3].split(" | ")[4] == ""  # the random row has no p
     table = study.spread_markdown(study.spread_by_task(controls, ("sst2",)))
     assert table.splitlines()[2] == "| sst2 | 1 | 50.0 | 10.0 | 5.0 | 1.0 |"
+
+
+def test_kendall_is_none_on_constant_input():
+    assert study.kendall([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert study.kendall([1, 1, 1], [1, 2, 3]) is None  # undefined: no nan, no warning

@@ -11,7 +11,6 @@ NAS benchmarks report it). Nothing here trains a model.
 from __future__ import annotations
 
 import statistics
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from spt_cli.search.controls import subset_key
 from spt_cli.search.study import (
     TaskSeed,
     dev_percentile,
+    kendall,
     last_k,
     markdown_table,
     mean,
@@ -44,16 +44,6 @@ def middle_k(control: dict[str, Any]) -> list[int]:
 def later_is_better(control: dict[str, Any], layers: list[int]) -> float:
     """The prior "later blocks are better prompt layers": the mean block index."""
     return statistics.fmean(layers)
-
-
-def kendall(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Kendall's tau-b of two score lists (None when either is constant)."""
-    from scipy.stats import kendalltau
-
-    with warnings.catch_warnings():  # constant input: reported as None, not a warning
-        warnings.simplefilter("ignore")
-        tau = kendalltau(xs, ys).statistic
-    return None if tau != tau else float(tau)
 
 
 def signal_tau(control: dict[str, Any], signal: Signal) -> dict[str, float | None]:
@@ -83,8 +73,9 @@ def headroom(control: dict[str, Any]) -> dict[str, float | None]:
     out["dev_mean"] = statistics.fmean(v["dev"] for v in control["subsets"].values())
     out["test_mean"] = mean_test(control)
     for name, rule in (("last_k", last_k), ("middle_k", middle_k)):
-        out[f"{name}_gain"] = gain(control, rule(control))
-        out[f"{name}_pct"] = dev_percentile(rule(control), control)
+        layers = rule(control)
+        out[f"{name}_gain"] = gain(control, layers)
+        out[f"{name}_pct"] = dev_percentile(layers, control)
     prior = signal_tau(control, later_is_better)
     out["later_tau_dev"], out["later_tau_test"] = prior["dev"], prior["test"]
     return out

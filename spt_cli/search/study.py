@@ -186,24 +186,33 @@ def _nan_none(value: float) -> float | None:
     return None if value != value else float(value)  # nan: dev (or test) ties everywhere
 
 
+def kendall(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Kendall's tau-b of two score lists (None when either is constant)."""
+    from scipy.stats import kendalltau
+
+    with warnings.catch_warnings():  # constant input: reported as None, not a warning
+        warnings.simplefilter("ignore")
+        return _nan_none(kendalltau(xs, ys).statistic)
+
+
 def spread(control: dict[str, Any]) -> dict[str, float | None]:
     """How far apart one task-seed's subsets are and whether dev ranks them as test does:
     dev and test range (max - min), test of the best dev subset minus the mean test, and the
     dev-test Spearman rho and Kendall tau over the subsets (None when undefined: ties)."""
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import spearmanr
 
     devs = [v["dev"] for v in control["subsets"].values()]
     tests = [v["test"] for v in control["subsets"].values()]
     best = max(control["subsets"].values(), key=lambda v: v["dev"])
     with warnings.catch_warnings():  # constant input: reported as None, not a warning
         warnings.simplefilter("ignore")
-        rho, tau = spearmanr(devs, tests).statistic, kendalltau(devs, tests).statistic
+        rho = spearmanr(devs, tests).statistic
     return {
         "dev_range": max(devs) - min(devs),
         "test_range": max(tests) - min(tests),
         "best_dev_gain": best["test"] - statistics.fmean(tests),
         "spearman": _nan_none(rho),
-        "kendall": _nan_none(tau),
+        "kendall": kendall(devs, tests),
     }
 
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from spt_cli.search.headroom import headroom_by_task, headroom_markdown, middle_k
 from spt_cli.search.study import (
+    MAX_SUBSETS,
     RANDOM,
     best_on_dev,
     entry,
     last_k,
     load_controls,
-    reference_entries,
+    one_thread_no_input_prompt,
+    random_entries,
     rows_markdown,
     rule_entries,
     score_entries,
@@ -28,7 +30,6 @@ from spt_cli.search.study import (
 ROOT = Path(__file__).resolve().parent.parent
 CONTROLS = ROOT / "results" / "controls"
 OUT = ROOT / "results" / "headroom"
-MAX_SUBSETS = 20  # controls.max_subsets when these records were made
 
 # regime -> (control folder, tasks, the full-data table's searches to score, if any)
 REGIMES = {
@@ -37,12 +38,6 @@ REGIMES = {
     "MiniLM, 16 shots (docs/search.md above)": ("minilm/16shot",
                                                 ("sst2", "mr", "mpqa", "subj", "trec"), None),
 }  # fmt: skip
-
-
-def one_thread_no_input_prompt(data: dict) -> bool:
-    """The study's protocol: no input prompt under the retrained gates, one torch thread."""
-    proto = data["protocol"]
-    return proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
 
 
 def searched_entries(folder: Path, controls: dict) -> tuple[list[dict], list[dict]]:
@@ -77,8 +72,7 @@ def regime_report(name: str, folder: str, tasks: tuple[str, ...], searches: Path
             if found:
                 rows.append(score_entries(found[0]["variant"], found, controls, tasks))
     rows += [score_entries(n, rule_entries(n, r, controls), controls, tasks) for n, r in rules]
-    chance = [e for e in reference_entries(controls) if e["variant"] == RANDOM]
-    rows.append(score_entries(RANDOM, chance, controls, tasks))
+    rows.append(score_entries(RANDOM, random_entries(controls), controls, tasks))
     lines += [rows_markdown(rows, {}, tasks), ""]
     return "\n".join(lines)
 

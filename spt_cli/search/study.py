@@ -25,6 +25,7 @@ from spt_cli.search.controls import rank, subset_key
 TaskSeed = tuple[str, int]
 Rule = Callable[[dict[str, Any]], Sequence[int] | None]  # control record -> subset (None: none)
 RANDOM = "ref: random K-subset"  # the chance row: every subset of a task-seed, equally likely
+MAX_SUBSETS = 20  # controls.max_subsets the committed control records were made with
 
 
 def is_complete(control: dict[str, Any], max_subsets: int) -> bool:
@@ -47,6 +48,13 @@ def load_controls(
         if (keep is None or keep(data)) and is_complete(data, max_subsets):
             out[(data["task"], data["seed"])] = data
     return out
+
+
+def one_thread_no_input_prompt(data: dict[str, Any]) -> bool:
+    """The study's protocol (a ``keep`` of `load_controls`): no input prompt under the
+    retrained gates, one torch thread."""
+    proto = data["protocol"]
+    return proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
 
 
 def subset_layers(key: str) -> list[int]:
@@ -96,14 +104,25 @@ def mean_test(control: dict[str, Any]) -> float:
     return statistics.fmean(v["test"] for v in control["subsets"].values())
 
 
+def random_entry(task: str, seed: int, control: dict[str, Any]) -> dict:
+    """The random-pick row of a task-seed: dev percentile 50 and the subsets' mean test, in
+    expectation."""
+    return {"variant": RANDOM, "task": task, "seed": seed, "dev_pct": 50.0,
+            "test": mean_test(control)}  # fmt: skip
+
+
+def random_entries(controls: dict[TaskSeed, dict]) -> list[dict]:
+    """The random-pick row of every task-seed (task, seed order)."""
+    return [random_entry(task, seed, control) for (task, seed), control in sorted(controls.items())]
+
+
 def reference_entries(controls: dict[TaskSeed, dict]) -> list[dict]:
     """Per task-seed: the last K blocks, the best on dev and the random-pick row."""
     rows = []
     for (task, seed), control in sorted(controls.items()):
         rows.append(entry("ref: last K blocks", task, seed, last_k(control), control))
         rows.append(entry("ref: best on dev", task, seed, best_on_dev(control), control))
-        rows.append({"variant": RANDOM, "task": task, "seed": seed, "dev_pct": 50.0,
-                     "test": mean_test(control)})  # fmt: skip
+        rows.append(random_entry(task, seed, control))
     return rows
 
 

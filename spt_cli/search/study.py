@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from spt_cli.search import select
 from spt_cli.search.controls import rank, subset_key
 
 TaskSeed = tuple[str, int]
@@ -89,8 +90,9 @@ def rule_entries(name: str, rule: Rule, controls: dict[TaskSeed, dict]) -> list[
 
 
 def last_k(control: dict[str, Any]) -> list[int]:
-    """A person's pick: the last K candidate blocks (late prompts work, LPT)."""
-    return sorted(control["candidates"])[-control["k"] :]
+    """A person's pick: the last K candidate blocks (late prompts work, LPT), as the search's
+    ``search.fallback=last_k`` takes them."""
+    return select.last_k(control["candidates"], control["k"])
 
 
 def best_on_dev(control: dict[str, Any]) -> list[int]:

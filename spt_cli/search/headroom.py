@@ -18,6 +18,7 @@ from spt_cli.search.controls import subset_key
 from spt_cli.search.study import (
     TaskSeed,
     dev_percentile,
+    fmt,
     kendall,
     last_k,
     markdown_table,
@@ -96,12 +97,6 @@ def headroom_by_task(controls: dict[TaskSeed, dict], tasks: Sequence[str]) -> li
     return rows
 
 
-def _f(value: float | None, scale: float = 1.0, sign: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{scale * value:+.1f}" if sign else f"{scale * value:.1f}"
-
-
 def headroom_markdown(rows: list[dict]) -> str:
     """The headroom table (x100 for scores; tau as is)."""
     head = ["task", "task-seeds", "dev mean", "dev range", "test mean", "test range",
@@ -110,11 +105,11 @@ def headroom_markdown(rows: list[dict]) -> str:
     table = []
     for r in rows:
         table.append([
-            r["task"], str(r["n"]), _f(r["dev_mean"], 100), _f(r["dev_range"], 100),
-            _f(r["test_mean"], 100), _f(r["test_range"], 100),
-            _f(r["best_dev_gain"], 100, True),
-            f"{_f(r['last_k_gain'], 100, True)} ({_f(r['last_k_pct'])})",
-            f"{_f(r['middle_k_gain'], 100, True)} ({_f(r['middle_k_pct'])})",
+            r["task"], str(r["n"]), fmt(r["dev_mean"], 100), fmt(r["dev_range"], 100),
+            fmt(r["test_mean"], 100), fmt(r["test_range"], 100),
+            fmt(r["best_dev_gain"], 100, True),
+            f"{fmt(r['last_k_gain'], 100, True)} ({fmt(r['last_k_pct'])})",
+            f"{fmt(r['middle_k_gain'], 100, True)} ({fmt(r['middle_k_pct'])})",
             "-" if r["kendall"] is None else f"{r['kendall']:.2f}",
             f"{_tau(r['later_tau_dev'])} / {_tau(r['later_tau_test'])}",
         ])  # fmt: skip

@@ -250,8 +250,11 @@ def spread_by_task(controls: dict[TaskSeed, dict], tasks: Sequence[str]) -> list
 
 
 # -- markdown (docs/search.md) ------------------------------------------------------------------
-def _fmt(value: float | None, scale: float = 1.0) -> str:
-    return "-" if value is None else f"{scale * value:.1f}"
+def fmt(value: float | None, scale: float = 1.0, sign: bool = False) -> str:
+    """``scale * value`` to one decimal (``sign``: with + or -); "-" for None."""
+    if value is None:
+        return "-"
+    return f"{scale * value:+.1f}" if sign else f"{scale * value:.1f}"
 
 
 def markdown_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -280,14 +283,14 @@ def rows_markdown(rows: list[dict], extra: dict[str, dict[str, Any]], tasks: Seq
         table.append([
             row["name"], str(searches) if searches else "",
             f"{100 * separated:.0f}%" if searches else "",
-            f"{_fmt(row['dev_pct'])} ({row['n']})",
+            f"{fmt(row['dev_pct'])} ({row['n']})",
             "" if row["name"] == RANDOM else _fmt_p(row["p_vs_random"]),
-            *[_fmt(row["per_task"][t]) for t in tasks],
-            _fmt(row["test"], 100),
+            *[fmt(row["per_task"][t]) for t in tasks],
+            fmt(row["test"], 100),
             "" if row["name"] == RANDOM
             else "-" if gain is None else f"{100 * gain[0]:+.1f} ({gain[1]}-{gain[2]})",
-            _fmt(more.get("ablation_pct")),
-            f"{_fmt(row['pairs_dev_pct'])} ({row['pairs_n']})",
+            fmt(more.get("ablation_pct")),
+            f"{fmt(row['pairs_dev_pct'])} ({row['pairs_n']})",
         ])  # fmt: skip
     return markdown_table(head, table)
 
@@ -301,7 +304,7 @@ def spread_markdown(rows: list[dict]) -> str:
     head = ["task", "task-seeds", "dev range (min-max) x100", "test range x100",
             "test of best dev - mean test", "dev-test Spearman rho"]  # fmt: skip
     return markdown_table(head, (
-        [r["task"], str(r["n"]), _fmt(r["dev_range"], 100), _fmt(r["test_range"], 100),
-         _fmt(r["best_dev_gain"], 100), _fmt(r["spearman"])]
+        [r["task"], str(r["n"]), fmt(r["dev_range"], 100), fmt(r["test_range"], 100),
+         fmt(r["best_dev_gain"], 100), fmt(r["spearman"])]
         for r in rows
     ))  # fmt: skip

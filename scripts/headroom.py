@@ -9,7 +9,6 @@ records only (nothing is trained here; the records come from scripts/headroom_fu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from spt_cli.search.headroom import headroom_by_task, headroom_markdown, middle_k
@@ -20,6 +19,7 @@ from spt_cli.search.study import (
     entry,
     last_k,
     load_controls,
+    load_searches,
     one_thread_no_input_prompt,
     random_entries,
     rows_markdown,
@@ -44,8 +44,7 @@ def searched_entries(folder: Path, controls: dict) -> tuple[list[dict], list[dic
     """Entries of the searches in a table's records: by gates (what the search kept) and by
     ablation (its other selection)."""
     gates, ablation = [], []
-    for path in sorted(folder.glob("*/spt/search-*.json")):
-        rec = json.loads(path.read_text(encoding="utf-8"))
+    for rec in load_searches(folder):
         key = (rec["task"], rec["seed"])
         if key not in controls:
             continue

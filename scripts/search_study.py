@@ -75,11 +75,11 @@ def load_controls() -> dict[tuple[str, int], dict]:
 
 
 def load_searches(variant: str) -> dict[tuple[str, int], dict]:
-    out = {}
-    for path in (RECORDS / variant).glob("*/spt/search-16shot-seed*.json"):
-        data = json.loads(path.read_text())
-        out[(data["task"], data["seed"])] = data
-    return out
+    """(task, seed) -> the variant's 16-shot search record."""
+    from spt_cli.search.study import load_searches as load
+
+    found = load(RECORDS / variant, "*/spt/search-16shot-seed*.json")
+    return {(rec["task"], rec["seed"]): rec for rec in found}
 
 
 def study_rows(controls: dict) -> list[dict]:

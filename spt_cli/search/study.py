@@ -58,6 +58,12 @@ def one_thread_no_input_prompt(data: dict[str, Any]) -> bool:
     return proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
 
 
+def load_searches(folder: Path, pattern: str = "*/spt/search-*.json") -> list[dict[str, Any]]:
+    """The search records (``records=DIR`` of ``spt-run search``) below ``folder`` matching
+    ``pattern``, in path order."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob(pattern))]
+
+
 def subset_layers(key: str) -> list[int]:
     """``"2,4"`` -> [2, 4]."""
     return [int(x) for x in key.split(",")]

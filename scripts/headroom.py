@@ -9,17 +9,19 @@ records only (nothing is trained here; the records come from scripts/headroom_fu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from spt_cli.search.headroom import headroom_by_task, headroom_markdown, middle_k
 from spt_cli.search.study import (
+    MAX_SUBSETS,
     RANDOM,
     best_on_dev,
     entry,
     last_k,
     load_controls,
-    reference_entries,
+    load_searches,
+    one_thread_no_input_prompt,
+    random_entries,
     rows_markdown,
     rule_entries,
     score_entries,
@@ -28,7 +30,6 @@ from spt_cli.search.study import (
 ROOT = Path(__file__).resolve().parent.parent
 CONTROLS = ROOT / "results" / "controls"
 OUT = ROOT / "results" / "headroom"
-MAX_SUBSETS = 20  # controls.max_subsets when these records were made
 
 # regime -> (control folder, tasks, the full-data table's searches to score, if any)
 REGIMES = {
@@ -39,18 +40,11 @@ REGIMES = {
 }  # fmt: skip
 
 
-def one_thread_no_input_prompt(data: dict) -> bool:
-    """The study's protocol: no input prompt under the retrained gates, one torch thread."""
-    proto = data["protocol"]
-    return proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
-
-
 def searched_entries(folder: Path, controls: dict) -> tuple[list[dict], list[dict]]:
     """Entries of the searches in a table's records: by gates (what the search kept) and by
     ablation (its other selection)."""
     gates, ablation = [], []
-    for path in sorted(folder.glob("*/spt/search-*.json")):
-        rec = json.loads(path.read_text(encoding="utf-8"))
+    for rec in load_searches(folder):
         key = (rec["task"], rec["seed"])
         if key not in controls:
             continue
@@ -77,8 +71,7 @@ def regime_report(name: str, folder: str, tasks: tuple[str, ...], searches: Path
             if found:
                 rows.append(score_entries(found[0]["variant"], found, controls, tasks))
     rows += [score_entries(n, rule_entries(n, r, controls), controls, tasks) for n, r in rules]
-    chance = [e for e in reference_entries(controls) if e["variant"] == RANDOM]
-    rows.append(score_entries(RANDOM, chance, controls, tasks))
+    rows.append(score_entries(RANDOM, random_entries(controls), controls, tasks))
     lines += [rows_markdown(rows, {}, tasks), ""]
     return "\n".join(lines)
 

@@ -33,7 +33,6 @@ FAMILY = ["method.input_prompt=none"]
 # The search variants compared, in the report's row order: conf/search_variant/<name>.yaml
 # (`spt-run search search_variant=<name>`), where each one's switches are documented.
 VARIANTS = ("static", "none", "centred", "budget", "ablation", "wstop", "sgd", "stochastic")
-MAX_SUBSETS = 20  # controls.max_subsets of conf/config.yaml
 RECORDS = REPO / "results" / "search_study"
 CONTROLS = REPO / "results" / "controls"
 
@@ -69,21 +68,18 @@ def cmd_run(opts: argparse.Namespace) -> int:
 def load_controls() -> dict[tuple[str, int], dict]:
     """(task, seed) -> complete control record of the study's protocol (no input prompt, one
     thread)."""
+    from spt_cli.search.study import MAX_SUBSETS, one_thread_no_input_prompt
     from spt_cli.search.study import load_controls as load
 
-    def protocol(data: dict) -> bool:
-        proto = data["protocol"]
-        return proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
-
-    return load(CONTROLS / "minilm" / "16shot", MAX_SUBSETS, protocol)
+    return load(CONTROLS / "minilm" / "16shot", MAX_SUBSETS, one_thread_no_input_prompt)
 
 
 def load_searches(variant: str) -> dict[tuple[str, int], dict]:
-    out = {}
-    for path in (RECORDS / variant).glob("*/spt/search-16shot-seed*.json"):
-        data = json.loads(path.read_text())
-        out[(data["task"], data["seed"])] = data
-    return out
+    """(task, seed) -> the variant's 16-shot search record."""
+    from spt_cli.search.study import load_searches as load
+
+    found = load(RECORDS / variant, "*/spt/search-16shot-seed*.json")
+    return {(rec["task"], rec["seed"]): rec for rec in found}
 
 
 def study_rows(controls: dict) -> list[dict]:
@@ -135,7 +131,9 @@ def plot_percentiles(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in dict.fromkeys(r["variant"] for r in rows) if n != "ref: random K-subset"]
+    from spt_cli.search.study import RANDOM
+
+    names = [n for n in dict.fromkeys(r["variant"] for r in rows) if n != RANDOM]
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 3.8))
     for i, name in enumerate(names):
         vals = [r["dev_pct"] for r in rows if r["variant"] == name and r["task"] in SINGLE

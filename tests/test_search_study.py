@@ -122,3 +122,20 @@ def test_markdown_rows(controls) -> None:
     assert lines[3].split(" | ")[4] == ""  # the random row has no p
     table = study.spread_markdown(study.spread_by_task(controls, ("sst2",)))
     assert table.splitlines()[2] == "| sst2 | 1 | 50.0 | 10.0 | 5.0 | 1.0 |"
+
+
+def test_kendall_is_none_on_constant_input():
+    assert study.kendall([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert study.kendall([1, 1, 1], [1, 2, 3]) is None  # undefined: no nan, no warning
+
+
+def test_load_searches_reads_the_records_in_path_order(tmp_path: Path):
+    for task, seed in (("sst2", 13), ("mr", 21)):
+        folder = tmp_path / task / "spt"
+        folder.mkdir(parents=True)
+        record = {"task": task, "seed": seed, "selected_layers": [1, 2]}
+        (folder / f"search-16shot-seed{seed}-abc.json").write_text(json.dumps(record))
+    (tmp_path / "mr" / "spt" / "results.json").write_text("{}")  # not a search record
+    found = study.load_searches(tmp_path)
+    assert [(r["task"], r["seed"]) for r in found] == [("mr", 21), ("sst2", 13)]
+    assert study.load_searches(tmp_path, "*/spt/search-16shot-seed13-*.json")[0]["task"] == "sst2"

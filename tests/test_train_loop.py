@@ -197,3 +197,30 @@ def test_a_model_with_nothing_to_train_is_one_clear_error():
     model, _, _ = build_tiny("tiny-bert", "head_only", head="mlm")
     with pytest.raises(ConfigError, match="nothing to train.*use head=classifier"):
         build_optimizer(model, trainer_cfg())
+
+
+def test_weight_step_on_prefetched_batches_is_the_same_step(tmp_path):
+    """The search fetches a step's micro-batches once for its alpha and weight steps: handing
+    them to weight_step trains exactly as letting it fetch them."""
+    from spt_cli.train.loop import Trainer
+
+    states = []
+    for prefetch in (False, True):
+        torch.manual_seed(0)
+        model = FakeGatedModel()
+        trainer = Trainer(
+            model, task=TASK, train_features=fake_features(16), dev_features=None,
+            tcfg=trainer_cfg(grad_accum=2), seed=3, pad_token_id=0,
+            logger=RunLogger(tmp_path / str(prefetch)), phase="train",
+            checkpoint_path=tmp_path / f"{prefetch}.pt", progress=False,
+        )  # fmt: skip
+        torch.manual_seed(1)  # the same dropout draws in both
+        for step in range(3):
+            batches = list(trainer.step_batches(step)) if prefetch else None
+            if batches is not None:
+                assert len(batches) == 2
+            trainer.weight_step(step, batches)
+        states.append(trainable_state(model))
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key

@@ -82,15 +82,11 @@ def method_settings(method_cfg: Any) -> dict[str, Any]:
     return {**base, **given}
 
 
-def method_stage(method_cfg: Any) -> str:
-    """The stage a method belongs to (``method.stage``): ``train`` or ``search``."""
-    return _choice(method_settings(method_cfg), "stage", STAGES)
-
-
 def check_stage(method_cfg: Any, stage: str) -> None:
     """Refuse, with a one-line ConfigError, a method run by a stage it does not belong to
     (``stage``: the CLI word; retrain and controls retrain a search method's layers)."""
-    name, belongs = str(method_settings(method_cfg)["name"]), method_stage(method_cfg)
+    settings = method_settings(method_cfg)
+    name, belongs = str(settings["name"]), _choice(settings, "stage", STAGES)
     if stage == "train" and belongs == "search":
         raise ConfigError(
             f"method={name} is searched, not trained: "

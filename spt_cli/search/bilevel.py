@@ -96,14 +96,15 @@ class BilevelStep:
 
     def __call__(self, step: int) -> dict[str, float]:
         trainer, logs = self.trainer, {}
+        w_batches = None  # fetched by the weight step itself during the warm-up
         if step >= self.warmup:  # warm-up: weights only, the gates stay where they started
-            # The weight step's own micro-batches: a second-order virtual step sees its data.
-            accum = trainer.grad_accum
-            w_batches = [trainer.batch(step * accum + i) for i in range(accum)]
+            # The weight step's own micro-batches, fetched once for both: a second-order
+            # virtual step sees the data the weight step then trains on.
+            w_batches = list(trainer.step_batches(step))
             alpha_batch = trainer.fetch(self.alpha_stream, step)
             logs.update(self.architect.step(w_batches, alpha_batch, step, trainer.total))
         if self.weights_frozen_at is None:
-            logs.update(trainer.weight_step(step))
+            logs.update(trainer.weight_step(step, w_batches))
             if self.stop_loss is not None and logs["train/loss"] < self.stop_loss:
                 self.weights_frozen_at = step + 1  # D_w fitted: alpha steps only from here
         logs.update(self.architect.log_values())

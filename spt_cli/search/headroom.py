@@ -11,7 +11,6 @@ NAS benchmarks report it). Nothing here trains a model.
 from __future__ import annotations
 
 import statistics
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +18,10 @@ from spt_cli.search.controls import subset_key
 from spt_cli.search.study import (
     TaskSeed,
     dev_percentile,
+    fmt,
+    kendall,
     last_k,
+    markdown_table,
     mean,
     mean_test,
     spread,
@@ -43,16 +45,6 @@ def middle_k(control: dict[str, Any]) -> list[int]:
 def later_is_better(control: dict[str, Any], layers: list[int]) -> float:
     """The prior "later blocks are better prompt layers": the mean block index."""
     return statistics.fmean(layers)
-
-
-def kendall(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Kendall's tau-b of two score lists (None when either is constant)."""
-    from scipy.stats import kendalltau
-
-    with warnings.catch_warnings():  # constant input: reported as None, not a warning
-        warnings.simplefilter("ignore")
-        tau = kendalltau(xs, ys).statistic
-    return None if tau != tau else float(tau)
 
 
 def signal_tau(control: dict[str, Any], signal: Signal) -> dict[str, float | None]:
@@ -82,8 +74,9 @@ def headroom(control: dict[str, Any]) -> dict[str, float | None]:
     out["dev_mean"] = statistics.fmean(v["dev"] for v in control["subsets"].values())
     out["test_mean"] = mean_test(control)
     for name, rule in (("last_k", last_k), ("middle_k", middle_k)):
-        out[f"{name}_gain"] = gain(control, rule(control))
-        out[f"{name}_pct"] = dev_percentile(rule(control), control)
+        layers = rule(control)
+        out[f"{name}_gain"] = gain(control, layers)
+        out[f"{name}_pct"] = dev_percentile(layers, control)
     prior = signal_tau(control, later_is_better)
     out["later_tau_dev"], out["later_tau_test"] = prior["dev"], prior["test"]
     return out
@@ -104,30 +97,23 @@ def headroom_by_task(controls: dict[TaskSeed, dict], tasks: Sequence[str]) -> li
     return rows
 
 
-def _f(value: float | None, scale: float = 1.0, sign: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{scale * value:+.1f}" if sign else f"{scale * value:.1f}"
-
-
 def headroom_markdown(rows: list[dict]) -> str:
     """The headroom table (x100 for scores; tau as is)."""
     head = ["task", "task-seeds", "dev mean", "dev range", "test mean", "test range",
             "best-on-dev test gain", "last K gain (dev pct)", "middle K gain (dev pct)",
             "dev-test tau", "later-is-better tau dev / test"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    table = []
     for r in rows:
-        cells = [
-            r["task"], str(r["n"]), _f(r["dev_mean"], 100), _f(r["dev_range"], 100),
-            _f(r["test_mean"], 100), _f(r["test_range"], 100),
-            _f(r["best_dev_gain"], 100, True),
-            f"{_f(r['last_k_gain'], 100, True)} ({_f(r['last_k_pct'])})",
-            f"{_f(r['middle_k_gain'], 100, True)} ({_f(r['middle_k_pct'])})",
+        table.append([
+            r["task"], str(r["n"]), fmt(r["dev_mean"], 100), fmt(r["dev_range"], 100),
+            fmt(r["test_mean"], 100), fmt(r["test_range"], 100),
+            fmt(r["best_dev_gain"], 100, True),
+            f"{fmt(r['last_k_gain'], 100, True)} ({fmt(r['last_k_pct'])})",
+            f"{fmt(r['middle_k_gain'], 100, True)} ({fmt(r['middle_k_pct'])})",
             "-" if r["kendall"] is None else f"{r['kendall']:.2f}",
             f"{_tau(r['later_tau_dev'])} / {_tau(r['later_tau_test'])}",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        ])  # fmt: skip
+    return markdown_table(head, table)
 
 
 def _tau(value: float | None) -> str:

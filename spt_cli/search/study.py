@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from spt_cli.search import select
 from spt_cli.search.controls import rank, subset_key
 
 TaskSeed = tuple[str, int]
 Rule = Callable[[dict[str, Any]], Sequence[int] | None]  # control record -> subset (None: none)
 RANDOM = "ref: random K-subset"  # the chance row: every subset of a task-seed, equally likely
+MAX_SUBSETS = 20  # controls.max_subsets the committed control records were made with
 
 
 def is_complete(control: dict[str, Any], max_subsets: int) -> bool:
@@ -47,6 +49,19 @@ def load_controls(
         if (keep is None or keep(data)) and is_complete(data, max_subsets):
             out[(data["task"], data["seed"])] = data
     return out
+
+
+def one_thread_no_input_prompt(data: dict[str, Any]) -> bool:
+    """The study's protocol (a ``keep`` of `load_controls`): no input prompt under the
+    retrained gates, one torch thread."""
+    proto = data["protocol"]
+    return proto["method"]["input_prompt"] == "none" and proto["trainer"]["num_threads"] == 1
+
+
+def load_searches(folder: Path, pattern: str = "*/spt/search-*.json") -> list[dict[str, Any]]:
+    """The search records (``records=DIR`` of ``spt-run search``) below ``folder`` matching
+    ``pattern``, in path order."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob(pattern))]
 
 
 def subset_layers(key: str) -> list[int]:
@@ -81,8 +96,9 @@ def rule_entries(name: str, rule: Rule, controls: dict[TaskSeed, dict]) -> list[
 
 
 def last_k(control: dict[str, Any]) -> list[int]:
-    """A person's pick: the last K candidate blocks (late prompts work, LPT)."""
-    return sorted(control["candidates"])[-control["k"] :]
+    """A person's pick: the last K candidate blocks (late prompts work, LPT), as the search's
+    ``search.fallback=last_k`` takes them."""
+    return select.last_k(control["candidates"], control["k"])
 
 
 def best_on_dev(control: dict[str, Any]) -> list[int]:
@@ -96,14 +112,25 @@ def mean_test(control: dict[str, Any]) -> float:
     return statistics.fmean(v["test"] for v in control["subsets"].values())
 
 
+def random_entry(task: str, seed: int, control: dict[str, Any]) -> dict:
+    """The random-pick row of a task-seed: dev percentile 50 and the subsets' mean test, in
+    expectation."""
+    return {"variant": RANDOM, "task": task, "seed": seed, "dev_pct": 50.0,
+            "test": mean_test(control)}  # fmt: skip
+
+
+def random_entries(controls: dict[TaskSeed, dict]) -> list[dict]:
+    """The random-pick row of every task-seed (task, seed order)."""
+    return [random_entry(task, seed, control) for (task, seed), control in sorted(controls.items())]
+
+
 def reference_entries(controls: dict[TaskSeed, dict]) -> list[dict]:
     """Per task-seed: the last K blocks, the best on dev and the random-pick row."""
     rows = []
     for (task, seed), control in sorted(controls.items()):
         rows.append(entry("ref: last K blocks", task, seed, last_k(control), control))
         rows.append(entry("ref: best on dev", task, seed, best_on_dev(control), control))
-        rows.append({"variant": RANDOM, "task": task, "seed": seed, "dev_pct": 50.0,
-                     "test": mean_test(control)})  # fmt: skip
+        rows.append(random_entry(task, seed, control))
     return rows
 
 
@@ -186,24 +213,33 @@ def _nan_none(value: float) -> float | None:
     return None if value != value else float(value)  # nan: dev (or test) ties everywhere
 
 
+def kendall(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Kendall's tau-b of two score lists (None when either is constant)."""
+    from scipy.stats import kendalltau
+
+    with warnings.catch_warnings():  # constant input: reported as None, not a warning
+        warnings.simplefilter("ignore")
+        return _nan_none(kendalltau(xs, ys).statistic)
+
+
 def spread(control: dict[str, Any]) -> dict[str, float | None]:
     """How far apart one task-seed's subsets are and whether dev ranks them as test does:
     dev and test range (max - min), test of the best dev subset minus the mean test, and the
     dev-test Spearman rho and Kendall tau over the subsets (None when undefined: ties)."""
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import spearmanr
 
     devs = [v["dev"] for v in control["subsets"].values()]
     tests = [v["test"] for v in control["subsets"].values()]
     best = max(control["subsets"].values(), key=lambda v: v["dev"])
     with warnings.catch_warnings():  # constant input: reported as None, not a warning
         warnings.simplefilter("ignore")
-        rho, tau = spearmanr(devs, tests).statistic, kendalltau(devs, tests).statistic
+        rho = spearmanr(devs, tests).statistic
     return {
         "dev_range": max(devs) - min(devs),
         "test_range": max(tests) - min(tests),
         "best_dev_gain": best["test"] - statistics.fmean(tests),
         "spearman": _nan_none(rho),
-        "kendall": _nan_none(tau),
+        "kendall": kendall(devs, tests),
     }
 
 
@@ -220,8 +256,18 @@ def spread_by_task(controls: dict[TaskSeed, dict], tasks: Sequence[str]) -> list
 
 
 # -- markdown (docs/search.md) ------------------------------------------------------------------
-def _fmt(value: float | None, scale: float = 1.0) -> str:
-    return "-" if value is None else f"{scale * value:.1f}"
+def fmt(value: float | None, scale: float = 1.0, sign: bool = False) -> str:
+    """``scale * value`` to one decimal (``sign``: with + or -); "-" for None."""
+    if value is None:
+        return "-"
+    return f"{scale * value:+.1f}" if sign else f"{scale * value:.1f}"
+
+
+def markdown_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
 
 
 def _task_head(task: str) -> str:
@@ -235,25 +281,24 @@ def rows_markdown(rows: list[dict], extra: dict[str, dict[str, Any]], tasks: Seq
             *[_task_head(t) for t in tasks], "test x100",
             "test - subsets' mean (above-below)",
             "ablation pct", "pairs dev pct (n)"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    table = []
     for row in rows:
         more = extra.get(row["name"], {})
         searches, separated = more.get("searches", 0), more.get("separated")
         gain = row["test_gain"]
-        cells = [
+        table.append([
             row["name"], str(searches) if searches else "",
             f"{100 * separated:.0f}%" if searches else "",
-            f"{_fmt(row['dev_pct'])} ({row['n']})",
+            f"{fmt(row['dev_pct'])} ({row['n']})",
             "" if row["name"] == RANDOM else _fmt_p(row["p_vs_random"]),
-            *[_fmt(row["per_task"][t]) for t in tasks],
-            _fmt(row["test"], 100),
+            *[fmt(row["per_task"][t]) for t in tasks],
+            fmt(row["test"], 100),
             "" if row["name"] == RANDOM
             else "-" if gain is None else f"{100 * gain[0]:+.1f} ({gain[1]}-{gain[2]})",
-            _fmt(more.get("ablation_pct")),
-            f"{_fmt(row['pairs_dev_pct'])} ({row['pairs_n']})",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            fmt(more.get("ablation_pct")),
+            f"{fmt(row['pairs_dev_pct'])} ({row['pairs_n']})",
+        ])  # fmt: skip
+    return markdown_table(head, table)
 
 
 def _fmt_p(value: float | None) -> str:
@@ -262,13 +307,10 @@ def _fmt_p(value: float | None) -> str:
 
 def spread_markdown(rows: list[dict]) -> str:
     """The controls table: per task, the mean `spread` over its task-seeds."""
-    lines = ["| task | task-seeds | dev range (min-max) x100 | test range x100 | "
-             "test of best dev - mean test | dev-test Spearman rho |",
-             "|:--|--:|--:|--:|--:|--:|"]  # fmt: skip
-    for r in rows:
-        lines.append(
-            f"| {r['task']} | {r['n']} | {_fmt(r['dev_range'], 100)} | "
-            f"{_fmt(r['test_range'], 100)} | {_fmt(r['best_dev_gain'], 100)} | "
-            f"{_fmt(r['spearman'])} |"
-        )
-    return "\n".join(lines)
+    head = ["task", "task-seeds", "dev range (min-max) x100", "test range x100",
+            "test of best dev - mean test", "dev-test Spearman rho"]  # fmt: skip
+    return markdown_table(head, (
+        [r["task"], str(r["n"]), fmt(r["dev_range"], 100), fmt(r["test_range"], 100),
+         fmt(r["best_dev_gain"], 100), fmt(r["spearman"])]
+        for r in rows
+    ))  # fmt: skip

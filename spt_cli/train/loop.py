@@ -14,7 +14,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -215,12 +215,19 @@ class Trainer:
         return self.fetch(self.stream, index)
 
     # -- one step ----------------------------------------------------------------------------
-    def weight_step(self, step: int) -> dict[str, float]:
-        """One optimiser step of the weights on the training batch(es) of ``step``."""
+    def step_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The training micro-batches of ``step`` (``trainer.grad_accum`` of them), fetched one
+        at a time as they are consumed."""
+        return (self.batch(step * self.grad_accum + micro) for micro in range(self.grad_accum))
+
+    def weight_step(
+        self, step: int, batches: Sequence[dict[str, torch.Tensor]] | None = None
+    ) -> dict[str, float]:
+        """One optimiser step of the weights on the training batch(es) of ``step``;
+        ``batches``: those of :meth:`step_batches`, when the caller has fetched them already."""
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for micro in range(self.grad_accum):
-            batch = self.batch(step * self.grad_accum + micro)
+        for batch in self.step_batches(step) if batches is None else batches:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = self.model(**batch)["loss"] / self.grad_accum
             if not torch.isfinite(loss):

@@ -40,20 +40,24 @@ REGIMES = {
 }  # fmt: skip
 
 
-def searched_entries(folder: Path, controls: dict) -> tuple[list[dict], list[dict]]:
-    """Entries of the searches in a table's records: by gates (what the search kept) and by
-    ablation (its other selection)."""
-    gates, ablation = [], []
-    for rec in load_searches(folder):
-        key = (rec["task"], rec["seed"])
+def searched_entries(folder: Path, controls: dict) -> list[list[dict]]:
+    """Entries of the searches in a table's records, one search per task-seed (the later path,
+    as the table keeps it): the gates' own top K, the layers the search kept (the gates, or
+    its fallback when they did not separate) and the ablation's pick."""
+    latest = {(rec["task"], rec["seed"]): rec for rec in load_searches(folder)}
+    rows: dict[str, list[dict]] = {"SPT-DARTS gates (table)": [], "SPT-DARTS kept (table)": [],
+                                   "SPT-DARTS ablation (table)": []}  # fmt: skip
+    for key, rec in sorted(latest.items()):
         if key not in controls:
             continue
-        gates.append(entry("SPT-DARTS gates (table)", *key, rec["selected_layers"], controls[key]))
         diag = rec.get("search_diagnostics") or {}
-        if diag.get("by_ablation"):
-            ablation.append(entry("SPT-DARTS ablation (table)", *key, diag["by_ablation"],
-                                  controls[key]))  # fmt: skip
-    return gates, ablation
+        picks = {"SPT-DARTS gates (table)": diag.get("by_gates") or rec["selected_layers"],
+                 "SPT-DARTS kept (table)": rec["selected_layers"],
+                 "SPT-DARTS ablation (table)": diag.get("by_ablation")}  # fmt: skip
+        for name, layers in picks.items():
+            if layers:
+                rows[name].append(entry(name, *key, layers, controls[key]))
+    return list(rows.values())
 
 
 def regime_report(name: str, folder: str, tasks: tuple[str, ...], searches: Path | None) -> str:

@@ -12,14 +12,18 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spt_cli.config import GATES, GENERATORS, INPUT_PROMPTS, POOLS, as_dict, read_config_file
+from spt_cli.config import (
+    DEFAULT_LAYERS,
+    GATES,
+    GENERATORS,
+    INPUT_PROMPTS,
+    METHOD_STAGES,
+    POOLS,
+    ROLE_KEYS,
+    as_dict,
+    read_config_file,
+)
 from spt_cli.errors import ConfigError
-
-STAGES = ("train", "search")
-DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
-# Keys that say which stage runs a method and how its layers are chosen, not what a model with
-# concrete layers computes.
-ROLE_KEYS = ("stage", "retrain_as", "default_layers")
 
 
 @dataclass
@@ -86,7 +90,7 @@ def check_stage(method_cfg: Any, stage: str) -> None:
     """Refuse, with a one-line ConfigError, a method run by a stage it does not belong to
     (``stage``: the CLI word; retrain and controls retrain a search method's layers)."""
     settings = method_settings(method_cfg)
-    name, belongs = str(settings["name"]), _choice(settings, "stage", STAGES)
+    name, belongs = str(settings["name"]), _choice(settings, "stage", METHOD_STAGES)
     if stage == "train" and belongs == "search":
         raise ConfigError(
             f"method={name} is searched, not trained: "
@@ -126,7 +130,7 @@ def resolve_method(
     name = str(cfg["name"])
     spec = MethodSpec(
         name=name,
-        stage=_choice(cfg, "stage", STAGES),
+        stage=_choice(cfg, "stage", METHOD_STAGES),
         retrain_as=None if cfg["retrain_as"] is None else str(cfg["retrain_as"]),
         default_layers=_choice(cfg, "default_layers", DEFAULT_LAYERS),
         num_tokens=int(cfg["num_tokens"] or 0),

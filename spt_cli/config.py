@@ -64,6 +64,8 @@ DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
 # Keys that say which stage runs a method and how its layers are chosen, not what a model with
 # concrete layers computes (spt_cli.jobs leaves them out of fingerprints at shipped values).
 ROLE_KEYS = ("stage", "retrain_as", "default_layers")
+# controls.include: named layer sets the controls stage retrains beside its sample of subsets.
+CONTROL_SETS = ("last_k", "middle_k")
 # table.select: how a cell run with several settings is resolved (spt_cli.tables.select).
 SELECT_MODES = ("dev", "all")
 
@@ -125,6 +127,13 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Choices:
+    """A list of names, each from a fixed set (e.g. the named layer sets a stage adds)."""
+
+    choices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Flag:
     """A true/false key."""
 
@@ -148,7 +157,7 @@ class NumList:
     high: float
 
 
-Rule = Num | Choice | Flag | IntList | NumList
+Rule = Num | Choice | Choices | Flag | IntList | NumList
 
 # Every key the preflight checks, with its type and range. Keys left out take any value
 # (paths, names); tests/test_config_walk.py lists those and fails on a key in neither.
@@ -220,6 +229,7 @@ RULES: dict[str, Rule] = {
     "table.select": Choice(SELECT_MODES),
     "table.seeds": IntList("[13,21]"),
     "controls.max_subsets": Num("20", low=1, integer=True),
+    "controls.include": Choices(CONTROL_SETS),
     **{f"search.{k}": Choice(v) for k, v in SEARCH_CHOICES.items()},
 }
 
@@ -245,6 +255,12 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
             raise ConfigError(
                 f"{key}={_show(value)} is not known; use {' | '.join(rule.choices)} "
                 f"(e.g. {key}={rule.choices[0]})"
+            )
+    elif isinstance(rule, Choices):
+        if not OmegaConf.is_list(value) or not all(str(x) in rule.choices for x in value):
+            raise ConfigError(
+                f"{key} must be a list of names from {' | '.join(rule.choices)}, got "
+                f"{_show(value)}; e.g. {key}=[{','.join(rule.choices)}]"
             )
     elif isinstance(rule, Flag):
         if not isinstance(value, bool):

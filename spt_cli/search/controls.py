@@ -47,16 +47,32 @@ def percentile(score: float, others: Sequence[float]) -> float:
     return 100.0 * (below + 0.5 * ties) / len(others)
 
 
-def rank(selected: Sequence[int], subsets: dict[str, dict[str, Any]], split: str = "dev"):
-    """(rank 1 = best, percentile) of ``selected`` among ``subsets`` by their ``split`` score
-    (the other subsets as the reference); None when the set was not retrained."""
+def rank(
+    selected: Sequence[int],
+    subsets: dict[str, dict[str, Any]],
+    split: str = "dev",
+    extra: dict[str, dict[str, Any]] | None = None,
+):
+    """(rank 1 = best, percentile) of ``selected`` by its ``split`` score against ``subsets``
+    (the reference: the other subsets when it is one of them, all of them when it is one of
+    the ``extra`` sets retrained beside them); None when the set was not retrained."""
     key = subset_key(selected)
-    if key not in subsets:
+    if key in subsets:
+        score = subsets[key][split]
+    elif extra and key in extra:
+        score = extra[key][split]
+    else:
         return None
-    score = subsets[key][split]
     others = [v[split] for k, v in subsets.items() if k != key]
     place = 1 + sum(o > score for o in others)
     return place, percentile(score, others)
+
+
+def lookup(record: dict[str, Any], layers: Sequence[int]) -> dict[str, Any] | None:
+    """The retrain of ``layers`` in a control record: one of its subsets or one of the extra
+    sets retrained beside them (None: not retrained)."""
+    key = subset_key(layers)
+    return record["subsets"].get(key) or record.get("extra", {}).get(key)
 
 
 def protocol_hash(protocol: dict[str, Any]) -> str:
@@ -81,22 +97,36 @@ class ControlRecord:
             "protocol_hash": digest,
             "protocol": protocol,
             "subsets": {},
+            "extra": {},
         }
         if self.path.exists():
-            self.data["subsets"] = json.loads(self.path.read_text(encoding="utf-8"))["subsets"]
+            self._merge(json.loads(self.path.read_text(encoding="utf-8")))
 
     @property
     def subsets(self) -> dict[str, dict[str, Any]]:
+        """The sample (or every subset): what percentiles are computed against."""
         return self.data["subsets"]
 
-    def add(self, layers: Sequence[int], entry: dict[str, Any]) -> None:
-        """Keep one subset's scores and rewrite the file (atomically), with whatever another
-        process added to it meanwhile."""
+    @property
+    def extra(self) -> dict[str, dict[str, Any]]:
+        """Named sets retrained beside the sample (the last K, a searched set), ranked against
+        it but not part of it."""
+        return self.data["extra"]
+
+    def has(self, layers: Sequence[int]) -> bool:
+        return lookup(self.data, layers) is not None
+
+    def add(self, layers: Sequence[int], entry: dict[str, Any], *, extra: bool = False) -> None:
+        """Keep one retrain's scores (in the sample, or ``extra``) and rewrite the file
+        (atomically), with whatever another process added to it meanwhile."""
         if self.path.exists():
-            on_disk = json.loads(self.path.read_text(encoding="utf-8"))["subsets"]
-            self.data["subsets"] = {**on_disk, **self.subsets}
-        self.subsets[subset_key(layers)] = entry
+            self._merge(json.loads(self.path.read_text(encoding="utf-8")))
+        (self.extra if extra else self.subsets)[subset_key(layers)] = entry
         write_json(self.path, self.data)
+
+    def _merge(self, on_disk: dict[str, Any]) -> None:
+        for part in ("subsets", "extra"):
+            self.data[part] = {**on_disk.get(part, {}), **self.data[part]}
 
 
 def plot_controls(record: dict[str, Any], selected: Sequence[int] | None, path: Path) -> Path:

@@ -14,7 +14,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from spt_cli.search.controls import subset_key
+from spt_cli.search import select
+from spt_cli.search.controls import lookup
 from spt_cli.search.study import (
     TaskSeed,
     dev_percentile,
@@ -33,13 +34,8 @@ Signal = Callable[[dict[str, Any], list[int]], float | None]
 
 
 def middle_k(control: dict[str, Any]) -> list[int]:
-    """The K consecutive candidates centred nearest the backbone's middle block (L/2, the
-    block LPT prompts); ties go to the later set."""
-    cands = sorted(control["candidates"])
-    k = int(control["k"])
-    middle = (max(cands) + 1) / 2  # candidates are blocks 1..L-1
-    windows = [cands[i : i + k] for i in range(len(cands) - k + 1)]
-    return min(windows, key=lambda w: (abs(statistics.fmean(w) - middle), -w[0]))
+    """The K consecutive candidates centred nearest the backbone's middle block (LPT's)."""
+    return select.middle_k(control["candidates"], control["k"])
 
 
 def later_is_better(control: dict[str, Any], layers: list[int]) -> float:
@@ -63,7 +59,7 @@ def signal_tau(control: dict[str, Any], signal: Signal) -> dict[str, float | Non
 
 def gain(control: dict[str, Any], layers: Sequence[int]) -> float | None:
     """Test of ``layers`` minus the mean test of all subsets (None: not retrained)."""
-    entry = control["subsets"].get(subset_key(layers))
+    entry = lookup(control, layers)
     return None if entry is None else entry["test"] - mean_test(control)
 
 

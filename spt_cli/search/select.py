@@ -27,6 +27,16 @@ def last_k(candidates: Sequence[int], budget: int) -> list[int]:
     return sorted(candidates)[-int(budget) :]
 
 
+def middle_k(candidates: Sequence[int], budget: int) -> list[int]:
+    """The ``budget`` consecutive candidates centred nearest the backbone's middle block (L/2,
+    the block LPT prompts; candidates are blocks 1..L-1); ties go to the later set."""
+    cands = sorted(candidates)
+    k = int(budget)
+    middle = (max(cands) + 1) / 2
+    windows = [cands[i : i + k] for i in range(len(cands) - k + 1)]
+    return min(windows, key=lambda w: (abs(sum(w) / k - middle), -w[0]))
+
+
 def choose_layers(
     *,
     select: str,

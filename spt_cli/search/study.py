@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spt_cli.search import select
-from spt_cli.search.controls import rank, subset_key
+from spt_cli.search.controls import lookup, rank
 
 TaskSeed = tuple[str, int]
 Rule = Callable[[dict[str, Any]], Sequence[int] | None]  # control record -> subset (None: none)
@@ -71,16 +71,17 @@ def subset_layers(key: str) -> list[int]:
 
 def dev_percentile(layers: Sequence[int], control: dict[str, Any], split: str = "dev"):
     """Percentile of ``layers`` among the other subsets by ``split`` (None: not retrained)."""
-    found = rank(layers, control["subsets"], split)
+    found = rank(layers, control["subsets"], split, control.get("extra"))
     return None if found is None else found[1]
 
 
 def entry(name: str, task: str, seed: int, layers: Sequence[int], control: dict | None) -> dict:
     """One pick as the study lists it: ``dev_pct`` and ``test`` when the set was retrained."""
     out: dict[str, Any] = {"variant": name, "task": task, "seed": seed, "layers": list(layers)}
-    if control is not None and subset_key(layers) in control["subsets"]:
+    found = None if control is None else lookup(control, layers)
+    if found is not None:
         out["dev_pct"] = dev_percentile(layers, control)
-        out["test"] = control["subsets"][subset_key(layers)]["test"]
+        out["test"] = found["test"]
     return out
 
 

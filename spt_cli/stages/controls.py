@@ -23,7 +23,7 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
     from spt_cli.model import make_adapter, resolve_method
     from spt_cli.model.methods import ROLE_KEYS, check_stage, retrain_method
     from spt_cli.search.bilevel import search_budget
-    from spt_cli.search.controls import ControlRecord, layer_subsets, plot_controls, subset_key
+    from spt_cli.search.controls import ControlRecord, layer_subsets, plot_controls
 
     t0 = time.time()
     check_stage(cfg.method, "controls")
@@ -52,10 +52,17 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
             "head": to_plain(cfg.head),
         }
         record = ControlRecord(Path(str(cfg.controls.records)), identity, protocol)
-        todo = [x for x in subsets if subset_key(x) not in record.subsets]
-        say("controls", f"{len(subsets)} subsets of {k} among {candidates}; "
-            f"{len(subsets) - len(todo)} in {record.path}, {len(todo)} to retrain")  # fmt: skip
-        for i, layers in enumerate(todo):
+        todo = [(x, False) for x in subsets if not record.has(x)]
+        # Named sets (the last K, the middle K, a searched set) are retrained beside a sample
+        # and ranked against it, without joining it.
+        for layers in _named_sets(cfg, candidates, k, searched):
+            if layers not in subsets and not record.has(layers) and (layers, True) not in todo:
+                todo.append((layers, True))
+        have = len(subsets) - sum(not extra for _, extra in todo)
+        named = sum(extra for _, extra in todo)
+        say("controls", f"{len(subsets)} subsets of {k} among {candidates}; {have} in "
+            f"{record.path}, {len(todo)} to retrain ({named} named sets)")  # fmt: skip
+        for i, (layers, extra) in enumerate(todo):
             started = time.time()
             method = retrain_method(cfg.method, list(layers))
             phase = "subset_" + "_".join(map(str, layers))
@@ -66,7 +73,7 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
                 "dev": fit.dev[main], "test": fit.test[main], "best_step": fit.best_step,
                 "dev_metrics": fit.dev, "test_metrics": fit.test,
                 "wall_time_s": round(time.time() - started, 1),
-            })  # fmt: skip
+            }, extra=extra)  # fmt: skip
             say("controls", f"{i + 1}/{len(todo)} layers {list(layers)}: dev {fit.dev[main]:.4f} "
                 f"test {fit.test[main]:.4f} ({time.time() - started:.0f} s)")  # fmt: skip
         summary = _summary(record.data, searched)
@@ -84,6 +91,17 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
         logger.finish()
 
 
+def _named_sets(
+    cfg: DictConfig, candidates: list[int], k: int, searched: list[int] | None
+) -> list[tuple[int, ...]]:
+    """The sets ``controls.include`` names, then the searched one (sorted tuples)."""
+    from spt_cli.search import select
+
+    rules = {"last_k": select.last_k, "middle_k": select.middle_k}
+    sets = [rules[name](candidates, k) for name in cfg.controls.include]
+    return [tuple(sorted(x)) for x in [*sets, *([searched] if searched else [])]]
+
+
 def _searched_layers(cfg: DictConfig) -> list[int] | None:
     """The selected layers of ``from_search=<search run dir>`` (None without it)."""
     if not cfg.from_search:
@@ -99,7 +117,7 @@ def _searched_layers(cfg: DictConfig) -> list[int] | None:
 
 def _summary(record: dict[str, Any], searched: list[int] | None) -> dict[str, Any]:
     """Where the searched set stands among the subsets, on dev (the measure) and test (shown)."""
-    from spt_cli.search.controls import rank, subset_key
+    from spt_cli.search.controls import lookup, rank
 
     subsets = record["subsets"]
     out: dict[str, Any] = {
@@ -109,12 +127,13 @@ def _summary(record: dict[str, Any], searched: list[int] | None) -> dict[str, An
     }
     if searched is None:
         return out
-    on_dev, on_test = rank(searched, subsets, "dev"), rank(searched, subsets, "test")
+    extra = record.get("extra")
+    on_dev, on_test = rank(searched, subsets, "dev", extra), rank(searched, subsets, "test", extra)
     if on_dev is None:
         print(f"warning: the searched set {searched} is not among the retrained subsets",
               file=sys.stderr)  # fmt: skip
         return out
-    entry = subsets[subset_key(searched)]
+    entry = lookup(record, searched)
     out.update({
         "searched_layers": searched, "dev_rank": on_dev[0], "dev_percentile": on_dev[1],
         "test_rank": on_test[0], "test_percentile": on_test[1],
@@ -130,9 +149,15 @@ def _table(record: dict[str, Any], searched: list[int] | None, summary: dict[str
     chosen = subset_key(searched) if searched is not None else None
     main = record["main_metric"]
     lines = [f"{'layers':<14} {'dev ' + main:>14} {'test ' + main:>15}"]
-    items = sorted(record["subsets"].items(), key=lambda kv: (-kv[1]["dev"], kv[0]))
+    named = record.get("extra", {})
+    items = sorted(
+        [*record["subsets"].items(), *named.items()], key=lambda kv: (-kv[1]["dev"], kv[0])
+    )
     for key, v in items:
         mark = "  <- searched" if key == chosen else ""
+        mark += (
+            "  (named, beside the sample)" if key in named and key not in record["subsets"] else ""
+        )
         lines.append(f"[{key}]".ljust(14) + f" {v['dev']:>14.4f} {v['test']:>15.4f}{mark}")
     if "dev_percentile" in summary:
         lines.append(

@@ -66,6 +66,7 @@ NOT_NUMERIC = (
 INTRODUCED = {
     ("search", "fallback"): ("none", ("search",)),
     ("search", "alpha_loss"): ("mean", ("search",)),
+    ("controls", "include"): ([], ("controls",)),
 }
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spt_cli.search.headroom import headroom_by_task, headroom_markdown, middle_k
+from spt_cli.search.headroom import (
+    headroom_by_task,
+    headroom_markdown,
+    middle_k,
+    pick_on_dev,
+    rules_markdown,
+    signal_rows,
+    signals_markdown,
+)
 from spt_cli.search.study import (
     MAX_SUBSETS,
     RANDOM,
@@ -31,37 +39,71 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTROLS = ROOT / "results" / "controls"
 OUT = ROOT / "results" / "headroom"
 
-# regime -> (control folder, tasks, the full-data table's searches to score, if any)
+# regime -> (control folder, tasks, the searches to score (a folder of search records) and
+# what they are)
 REGIMES = {
     "(a) MiniLM, full data": ("minilm/0shot", ("sst2", "mr", "mpqa", "subj", "trec", "cr"),
-                              ROOT / "results" / "fulldata"),
+                              ROOT / "results" / "fulldata", "table"),
     "MiniLM, 16 shots (docs/search.md above)": ("minilm/16shot",
-                                                ("sst2", "mr", "mpqa", "subj", "trec"), None),
+                                                ("sst2", "mr", "mpqa", "subj", "trec"),
+                                                ROOT / "results" / "fewshot", "table"),
+    "(b) MPNet, 16 shots": ("mpnet/16shot", ("sst2", "trec", "cr"),
+                            ROOT / "results" / "searches" / "mpnet", "scripts/headroom_mpnet.sh"),
 }  # fmt: skip
 
 
-def searched_entries(folder: Path, controls: dict) -> list[list[dict]]:
-    """Entries of the searches in a table's records, one search per task-seed (the later path,
-    as the table keeps it): the gates' own top K, the layers the search kept (the gates, or
-    its fallback when they did not separate) and the ablation's pick."""
+def latest_searches(folder: Path, controls: dict) -> dict:
+    """(task, seed) -> the search record the table keeps (the later path) for the task-seeds
+    with controls."""
     latest = {(rec["task"], rec["seed"]): rec for rec in load_searches(folder)}
-    rows: dict[str, list[dict]] = {"SPT-DARTS gates (table)": [], "SPT-DARTS kept (table)": [],
-                                   "SPT-DARTS ablation (table)": []}  # fmt: skip
-    for key, rec in sorted(latest.items()):
-        if key not in controls:
-            continue
+    return {key: rec for key, rec in sorted(latest.items()) if key in controls}
+
+
+def searched_entries(searches: dict, controls: dict, source: str) -> list[list[dict]]:
+    """Entries of one search per task-seed: the gates' own top K, the layers the search kept
+    (the gates, or its fallback when they did not separate) and the ablation's pick."""
+    names = [f"SPT-DARTS {what} ({source})" for what in ("gates", "kept", "ablation")]
+    rows: dict[str, list[dict]] = {name: [] for name in names}
+    for key, rec in searches.items():
         diag = rec.get("search_diagnostics") or {}
-        picks = {"SPT-DARTS gates (table)": diag.get("by_gates") or rec["selected_layers"],
-                 "SPT-DARTS kept (table)": rec["selected_layers"],
-                 "SPT-DARTS ablation (table)": diag.get("by_ablation")}  # fmt: skip
+        picks = dict(zip(names, (diag.get("by_gates") or rec["selected_layers"],
+                                 rec["selected_layers"], diag.get("by_ablation"))))  # fmt: skip
         for name, layers in picks.items():
             if layers:
                 rows[name].append(entry(name, *key, layers, controls[key]))
     return list(rows.values())
 
 
-def regime_report(name: str, folder: str, tasks: tuple[str, ...], searches: Path | None) -> str:
+def rule_rows(controls: dict, searches: dict, source: str) -> list[tuple[str, list[dict]]]:
+    """Each rule's pick per task-seed: fixed sets, the search's, and choices on dev among a
+    few retrained sets (one retrain per set)."""
+
+    def kept(control: dict) -> list[int] | None:
+        rec = searches.get((control["task"], control["seed"]))
+        return rec["selected_layers"] if rec else None
+
+    rules = {
+        "last K": last_k,
+        "middle K": middle_k,
+        f"SPT-DARTS kept ({source})": kept,
+        "best of last K, middle K on dev": lambda c: pick_on_dev(c, [middle_k(c), last_k(c)]),
+        "best of last K, searched on dev": lambda c: (
+            kept(c) and pick_on_dev(c, [kept(c), last_k(c)])
+        ),
+        "best of last K, middle K, searched on dev": (
+            lambda c: kept(c) and pick_on_dev(c, [kept(c), middle_k(c), last_k(c)])
+        ),
+        "best on dev (every subset: the ceiling)": best_on_dev,
+    }
+    return [(name, rule_entries(name, rule, controls)) for name, rule in rules.items()]
+
+
+def regime_report(name: str, folder: str, tasks: tuple[str, ...], found: Path, source: str) -> str:
     controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
+    if not controls:
+        return f"### {name}\n\nNo complete control records in `results/controls/{folder}/` yet.\n"
+    controls = {key: c for key, c in controls.items() if key[0] in tasks}
+    searches = latest_searches(found, controls)
     seeds = sorted({s for _, s in controls})
     lines = [f"### {name}", "",
              f"Control records: `results/controls/{folder}/` ({len(controls)} complete "
@@ -70,13 +112,16 @@ def regime_report(name: str, folder: str, tasks: tuple[str, ...], searches: Path
     rules = [("ref: last K blocks", last_k), ("ref: middle K blocks", middle_k),
              ("ref: best on dev", best_on_dev)]  # fmt: skip
     rows = []
-    if searches is not None:
-        for found in searched_entries(searches, controls):
-            if found:
-                rows.append(score_entries(found[0]["variant"], found, controls, tasks))
+    for picks in searched_entries(searches, controls, source):
+        if picks:
+            rows.append(score_entries(picks[0]["variant"], picks, controls, tasks))
     rows += [score_entries(n, rule_entries(n, r, controls), controls, tasks) for n, r in rules]
     rows.append(score_entries(RANDOM, random_entries(controls), controls, tasks))
     lines += [rows_markdown(rows, {}, tasks), ""]
+    lines += ["Selection rules (the ones that retrain a few sets choose among them on dev):", "",
+              rules_markdown(rule_rows(controls, searches, source), controls), ""]  # fmt: skip
+    lines += [f"Signals ranked against the subsets ({len(searches)} searches, `{source}`):", "",
+              signals_markdown(signal_rows(controls, searches)), ""]  # fmt: skip
     return "\n".join(lines)
 
 

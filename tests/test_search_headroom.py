@@ -51,3 +51,23 @@ def test_headroom_row() -> None:
     assert [r["task"] for r in by_task] == ["sst2", "all"]  # no mr records: no mr row
     text = headroom.headroom_markdown(by_task)
     assert "| sst2 | 1 | 34.2 | 50.0 |" in text and "+0.95 / +0.95" not in text
+
+
+def test_search_signals_rank_subsets_by_summed_block_scores() -> None:
+    control = _control(LATER)
+    # gates that rise with the block: same order as "later is better"; ablation reversed
+    search = {"gate_probs": {"1": 0.1, "2": 0.2, "3": 0.3, "4": 0.4},
+              "search_diagnostics": {"ablation_scores": {"1": 0.4, "2": 0.3, "3": 0.2,
+                                                         "4": 0.1}}}  # fmt: skip
+    signals = headroom.search_signals(search)
+    assert set(signals) == {"final gates", "ablation on D_alpha"}
+    gates = headroom.signal_tau(control, signals["final gates"])
+    ablation = headroom.signal_tau(control, signals["ablation on D_alpha"])
+    assert gates["dev"] == pytest.approx(-ablation["dev"]) and gates["dev"] > 0.9
+    assert headroom.search_signals({"gate_probs": {}}) == {}  # nothing recorded: no signal
+    rows = headroom.signal_rows({("sst2", 13): control, ("sst2", 21): control},
+                                {("sst2", 13): search})  # fmt: skip
+    by_name = {r["signal"]: r for r in rows}
+    assert by_name["later is better (prior)"]["n"] == 2 and by_name["final gates"]["n"] == 1
+    assert by_name["final gates"]["test"] == pytest.approx(gates["test"])
+    assert "| final gates | 1 |" in headroom.signals_markdown(rows)

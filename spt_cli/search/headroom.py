@@ -114,3 +114,84 @@ def headroom_markdown(rows: list[dict]) -> str:
 
 def _tau(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
+
+
+def search_signals(search: dict[str, Any]) -> dict[str, Signal]:
+    """The selection signals one search record carries, each scoring a subset by the sum over
+    its blocks: the final gate probabilities and the ablation scores (the loss change on
+    D_alpha when one candidate's prompt is removed from the trained supernet; higher = more
+    useful), where the record has them."""
+    diag = search.get("search_diagnostics") or {}
+    per_block = {
+        "final gates": {int(b): float(p) for b, p in (search.get("gate_probs") or {}).items()},
+        "ablation on D_alpha": {
+            int(b): float(s) for b, s in (diag.get("ablation_scores") or {}).items()
+        },
+    }
+
+    def summed(scores: dict[int, float]) -> Signal:
+        def signal(control: dict[str, Any], layers: list[int]) -> float | None:
+            known = [scores[b] for b in layers if b in scores]
+            return sum(known) if len(known) == len(layers) else None
+
+        return signal
+
+    return {name: summed(scores) for name, scores in per_block.items() if scores}
+
+
+def signal_rows(
+    controls: dict[TaskSeed, dict], searches: dict[TaskSeed, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per signal: the mean Kendall tau with the subsets' dev and test over the task-seeds it
+    scores ("later is better" on every task-seed; search signals where a search ran)."""
+    taus: dict[str, list[dict[str, float | None]]] = {"later is better (prior)": []}
+    for key, control in sorted(controls.items()):
+        taus["later is better (prior)"].append(signal_tau(control, later_is_better))
+        for name, signal in search_signals(searches.get(key, {})).items():
+            taus.setdefault(name, []).append(signal_tau(control, signal))
+    return [
+        {"signal": name, "n": len(rows), "dev": mean(r["dev"] for r in rows),
+         "test": mean(r["test"] for r in rows)}
+        for name, rows in taus.items()
+    ]  # fmt: skip
+
+
+def signals_markdown(rows: list[dict[str, Any]]) -> str:
+    """The signal table: mean Kendall tau with dev and test, and over how many task-seeds."""
+    head = ["signal (subset score)", "task-seeds", "tau with dev", "tau with test"]
+    return markdown_table(head, ([r["signal"], str(r["n"]), _tau(r["dev"]), _tau(r["test"])]
+                                 for r in rows))  # fmt: skip
+
+
+def pick_on_dev(control: dict[str, Any], sets: Sequence[Sequence[int] | None]) -> list[int] | None:
+    """The retrained set among ``sets`` with the best dev (ties: the later in ``sets``): a
+    rule that pays one retrain per set and chooses on dev, never on test."""
+    found = [(lookup(control, s)["dev"], i, list(s)) for i, s in enumerate(sets)
+             if s and lookup(control, s) is not None]  # fmt: skip
+    return max(found)[2] if found else None
+
+
+def versus_last_k(entries: list[dict], controls: dict[TaskSeed, dict]) -> tuple[int, int, int]:
+    """(above, level, below): task-seeds where a rule's set beats the last K on test."""
+    counts = [0, 0, 0]
+    for e in entries:
+        control = controls[(e["task"], e["seed"])]
+        mine, last = lookup(control, e["layers"]), lookup(control, last_k(control))
+        if mine is not None and last is not None:
+            diff = mine["test"] - last["test"]
+            counts[0 if diff > 0 else 1 if diff == 0 else 2] += 1
+    return counts[0], counts[1], counts[2]
+
+
+def rules_markdown(rows: list[tuple[str, list[dict]]], controls: dict[TaskSeed, dict]) -> str:
+    """Selection rules side by side: task-seeds, mean dev percentile (against the subsets),
+    mean test and test against the last K (above-level-below)."""
+    head = ["rule", "task-seeds", "dev pct", "test x100", "test vs last K (above-level-below)"]
+    table = []
+    for name, entries in rows:
+        scored = [e for e in entries if e.get("dev_pct") is not None]
+        above, level, below = versus_last_k(scored, controls)
+        table.append([name, str(len(scored)), fmt(mean(e["dev_pct"] for e in scored)),
+                      fmt(mean(e["test"] for e in scored), 100),
+                      f"{above}-{level}-{below}"])  # fmt: skip
+    return markdown_table(head, table)

@@ -3,7 +3,6 @@ search) and, with ``from_search=<search run>``, rank the searched set among them
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,9 +11,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
-from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
 from spt_cli.stages.common import logger_for, say, setup
+from spt_cli.stages.selection import searched_layers
 from spt_cli.stages.train import fit_and_test
 
 
@@ -27,7 +26,7 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
 
     t0 = time.time()
     check_stage(cfg.method, "controls")
-    searched = _searched_layers(cfg)
+    searched = searched_layers(cfg.from_search) if cfg.from_search else None
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, "controls", s.task.name)
     try:
@@ -82,19 +81,6 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
         return summary.get("dev_percentile")
     finally:
         logger.finish()
-
-
-def _searched_layers(cfg: DictConfig) -> list[int] | None:
-    """The selected layers of ``from_search=<search run dir>`` (None without it)."""
-    if not cfg.from_search:
-        return None
-    path = Path(str(cfg.from_search)) / "selected_layers.json"
-    if not path.exists():
-        raise ConfigError(
-            f"from_search={cfg.from_search} has no selected_layers.json; point it at a finished "
-            "spt-run search directory"
-        )
-    return [int(x) for x in json.loads(path.read_text(encoding="utf-8"))["layers"]]
 
 
 def _summary(record: dict[str, Any], searched: list[int] | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
 from spt_cli.files import write_json
+from spt_cli.plots import plot_controls
 from spt_cli.stages.common import logger_for, say, setup
 from spt_cli.stages.selection import searched_layers
 from spt_cli.stages.train import fit_and_test
@@ -22,7 +23,7 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
     from spt_cli.model import make_adapter, resolve_method
     from spt_cli.model.methods import ROLE_KEYS, check_stage, retrain_method
     from spt_cli.search.bilevel import search_budget
-    from spt_cli.search.controls import ControlRecord, layer_subsets, plot_controls, subset_key
+    from spt_cli.search.controls import ControlRecord, layer_subsets, subset_key
 
     t0 = time.time()
     check_stage(cfg.method, "controls")
@@ -70,7 +71,8 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
                 f"test {fit.test[main]:.4f} ({time.time() - started:.0f} s)")  # fmt: skip
         summary = _summary(record.data, searched)
         print(_table(record.data, searched, summary))
-        plot_controls(record.data, searched, run_dir / "controls.png")
+        chosen = subset_key(searched) if searched is not None else None
+        plot_controls(record.data, chosen, run_dir / "controls.png")
         write_json(run_dir / "results.json", {
             "task": s.task.name, "method": str(cfg.method.name), "stage": "controls",
             "model": identity["model"],

@@ -11,7 +11,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
-from spt_cli.runlog import RunLogger, plot_gates, read_metrics
+from spt_cli.plots import plot_gates
+from spt_cli.runlog import RunLogger, read_metrics
 from spt_cli.search.diagnostics import format_diagnostics
 from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
 from spt_cli.stages.results import Fit, report, write_results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -64,6 +65,14 @@ DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
 # Keys that say which stage runs a method and how its layers are chosen, not what a model with
 # concrete layers computes (spt_cli.jobs leaves them out of fingerprints at shipped values).
 ROLE_KEYS = ("stage", "retrain_as", "default_layers")
+
+
+def default_budget(num_layers: int) -> int:
+    """About a third of the blocks (method.md): round(L / 3), at least 1. A search's K when
+    ``search.budget`` is unset, and ``random_layers``' count when ``num_random_layers`` is."""
+    return max(1, int(math.floor(num_layers / 3 + 0.5)))
+
+
 # table.select: how a cell run with several settings is resolved (spt_cli.tables.select).
 SELECT_MODES = ("dev", "all")
 

@@ -21,6 +21,7 @@ from spt_cli.config import (
     POOLS,
     ROLE_KEYS,
     as_dict,
+    default_budget,
     read_config_file,
 )
 from spt_cli.errors import ConfigError
@@ -183,8 +184,8 @@ def resolve_method(
 def _default_layers(spec: MethodSpec, num_layers: int) -> list[int]:
     """``method.default_layers`` for an L-block backbone: upper 1..L-1 (SPT's candidates, deep
     prompts above the input prompt), all 0..L-1, middle [L // 2], random (``num_random_layers``,
-    default round(L/3), drawn from 1..L-1 with ``layer_seed``), given (refused: no default);
-    none without per-layer prompts."""
+    default ``config.default_budget``, drawn from 1..L-1 with ``layer_seed``), given (refused:
+    no default); none without per-layer prompts."""
     candidates = list(range(1, num_layers))
     if spec.generator == "none":
         return []
@@ -194,7 +195,7 @@ def _default_layers(spec: MethodSpec, num_layers: int) -> list[int]:
         return [num_layers // 2]
     if spec.default_layers == "random":
         k = spec.num_random_layers
-        k = max(1, round(num_layers / 3)) if k is None else int(k)
+        k = default_budget(num_layers) if k is None else int(k)
         if not 0 < k <= len(candidates):
             raise ConfigError(
                 f"method.num_random_layers={k} must be in 1..{len(candidates)} for this backbone"

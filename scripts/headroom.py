@@ -23,8 +23,8 @@ from spt_cli.search.study import (
     one_thread_no_input_prompt,
     random_entries,
     rows_markdown,
-    rule_entries,
     score_entries,
+    score_rule,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def regime_report(name: str, folder: str, tasks: tuple[str, ...], searches: Path
         for found in searched_entries(searches, controls):
             if found:
                 rows.append(score_entries(found[0]["variant"], found, controls, tasks))
-    rows += [score_entries(n, rule_entries(n, r, controls), controls, tasks) for n, r in rules]
+    rows += [score_rule(n, r, controls, tasks) for n, r in rules]
     rows.append(score_entries(RANDOM, random_entries(controls), controls, tasks))
     lines += [rows_markdown(rows, {}, tasks), ""]
     return "\n".join(lines)

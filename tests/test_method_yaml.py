@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import REPO, shared_data
+from spt_cli.config import searchpath_override
 from spt_cli.errors import ConfigError
 from spt_cli.model import check_stage, resolve_method
 
@@ -26,13 +27,12 @@ default_layers: all
 
 
 def _compose(conf: Path, *overrides: str):
-    """The composed config, with ``conf`` on Hydra's search path after the shipped tree."""
+    """The composed config, with ``conf`` on Hydra's search path after the shipped tree (and
+    the tests' models)."""
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="spt_cli.conf", version_base="1.3"):
-            return compose(
-                config_name="config", overrides=[f"hydra.searchpath=[file://{conf}]", *overrides]
-            )
+            return compose(config_name="config", overrides=[*searchpath_override(conf), *overrides])
     finally:
         GlobalHydra.instance().clear()
 

@@ -46,9 +46,10 @@ SEARCH_CHOICES = {
 
 
 def check_search_options(scfg: Any) -> None:
-    """Refuse an unknown value of a ``search.*`` choice with a one-line error."""
-    for key, choices in SEARCH_CHOICES.items():
-        check_value(f"search.{key}", scfg[key], Choice(choices))
+    """Refuse an unknown value of a ``search.*`` choice with a one-line error (the rows of
+    :data:`RULES` built from :data:`SEARCH_CHOICES`)."""
+    for key in SEARCH_CHOICES:
+        check_value(f"search.{key}", scfg[key], RULES[f"search.{key}"])
 
 
 # ``reuse``: what a rerun sweep may reuse of an earlier run of the same config (spt_cli.jobs).
@@ -240,6 +241,20 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def check_section(section: str, values: Mapping[str, Any]) -> None:
+    """The :data:`RULES` rows of ``section`` (e.g. ``method``) applied to the keys ``values``
+    holds: the checks of :func:`validate` for a section built outside a composed config (a
+    method or head from Python)."""
+    for key, rule in RULES.items():
+        head, _, leaf = key.partition(".")
+        if head == section and leaf in values:
+            check_value(key, values[leaf], rule)
+
+
+def _is_list(value: Any) -> bool:
+    return OmegaConf.is_list(value) or isinstance(value, list | tuple)
+
+
 def check_value(key: str, value: Any, rule: Rule) -> None:
     """Refuse ``value`` of ``key`` when ``rule`` does not allow it: a one-line ConfigError."""
     if isinstance(rule, Num):
@@ -263,13 +278,13 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
     elif isinstance(rule, IntList):
         if value is None and rule.nullable:
             return
-        if not OmegaConf.is_list(value) or not all(_is_int(x) and x >= rule.low for x in value):
+        if not _is_list(value) or not all(_is_int(x) and x >= rule.low for x in value):
             raise ConfigError(
                 f"{key} must be a list of integers >= {rule.low}, got {_show(value)}; "
                 f"e.g. {key}={rule.example}"
             )
     else:
-        ok = OmegaConf.is_list(value) and len(value) == rule.length
+        ok = _is_list(value) and len(value) == rule.length
         ok = ok and all(
             isinstance(x, int | float) and not isinstance(x, bool) and rule.low <= x < rule.high
             for x in value

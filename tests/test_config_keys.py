@@ -86,3 +86,16 @@ def test_a_key_nobody_reads_is_caught():
     assert not _read_by_code("search.stochastic")
     assert not _read_by_code("search.warmup_epochs")
     assert _read_by_code("search.weight_stop_loss") and _read_by_code("trainer.backbone_lr")
+
+
+def test_no_call_site_default_for_a_shipped_setting():
+    # Trainer, search, data, controls and table keys have their defaults in the yaml files;
+    # code that read one with a fallback (``tcfg.get("lr", 5e-3)``) would hide a second default.
+    section = r"(tcfg|scfg|cfg\.(trainer|search|data|controls|table|method|head))"
+    fallback = re.compile(
+        rf"{section}\.get\(\s*[\"'][\w.]+[\"']\s*,|getattr\(\s*{section}\s*,[^,)]+,"
+        rf"|OmegaConf\.select\(\s*{section}[^)]*default="
+    )
+    found = [m.group(0) for m in fallback.finditer(SOURCE)]
+    assert not found, found
+    assert fallback.search('tcfg.get("lr", 5e-3)') and fallback.search("getattr(scfg, 'xi', 0)")

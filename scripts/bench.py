@@ -357,7 +357,11 @@ def interleaved(fns: dict[str, Callable[[], None]], warmup: int, repeats: int) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="minilm", help="a conf/model name (tiny-bert: smoke)")
+    ap.add_argument(
+        "--model",
+        default="minilm",
+        help="a conf/model name (smoke: tiny-bert with SPT_CONFIG_PATH=tests/conf)",
+    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--tokens", type=int, default=10, help="p, prompt positions")

@@ -33,6 +33,7 @@ from spt_cli.search.study import (
     rows_markdown,
     rule_entries,
     score_entries,
+    score_rule,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +116,7 @@ def regime_report(name: str, folder: str, tasks: tuple[str, ...], found: Path, s
     for picks in searched_entries(searches, controls, source):
         if picks:
             rows.append(score_entries(picks[0]["variant"], picks, controls, tasks))
-    rows += [score_entries(n, rule_entries(n, r, controls), controls, tasks) for n, r in rules]
+    rows += [score_rule(n, r, controls, tasks) for n, r in rules]
     rows.append(score_entries(RANDOM, random_entries(controls), controls, tasks))
     lines += [rows_markdown(rows, {}, tasks), ""]
     lines += ["Selection rules (the ones that retrain a few sets choose among them on dev):", "",

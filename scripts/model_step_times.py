@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from spt_cli.config import default_budget
 from spt_cli.model import build_model, load_backbone
 from spt_cli.model.configs import head_config, method_config, model_config
 from spt_cli.model.heads import TaskInfo
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     mcfg = model_config(args.model)
     hf, tok = load_backbone(mcfg)
     num_layers = int(hf.config.num_hidden_layers)
-    k = max(1, round(num_layers / 3))
+    k = default_budget(num_layers)
     fixed = args.fixed_layers or [round((i + 1) * num_layers / (k + 1)) for i in range(k)]
     task = TaskInfo("bench", 2, None, False, ["a", "b"])  # classifier head on any backbone
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -126,56 +125,23 @@ def controls_table(controls: dict) -> str:
 
 
 def plot_percentiles(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Dev percentiles of the single-sentence tasks' selected sets, per variant."""
+    from spt_cli.plots import plot_percentiles as plot
     from spt_cli.search.study import RANDOM
 
     names = [n for n in dict.fromkeys(r["variant"] for r in rows) if n != RANDOM]
-    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 3.8))
-    for i, name in enumerate(names):
-        vals = [r["dev_pct"] for r in rows if r["variant"] == name and r["task"] in SINGLE
-                and r.get("dev_pct") is not None]  # fmt: skip
-        if vals:
-            jitter = [i + 0.25 * ((j % 5) - 2) / 2 for j in range(len(vals))]
-            ax.plot(jitter, vals, "o", alpha=0.45, ms=4)
-            ax.plot([i - 0.3, i + 0.3], [statistics.fmean(vals)] * 2, "k-", lw=2)
-    ax.axhline(50, color="gray", ls="--", lw=1, label="chance (a random K-subset)")
-    ax.axhline(70, color="tab:red", ls=":", lw=1, label="target 70")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("dev percentile of the selected set")
-    ax.set_title("Selected sets among every K-subset, 16-shot single-sentence tasks", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    single = [r for r in rows if r["task"] in SINGLE and r.get("dev_pct") is not None]
+    groups = {name: [r["dev_pct"] for r in single if r["variant"] == name] for name in names}
+    plot(groups, "Selected sets among every K-subset, 16-shot single-sentence tasks", path)
 
 
 def plot_trajectories(cases: list[tuple[str, Path]], path: Path) -> None:
     """Gate probabilities over the search steps of a few searches (from their metrics.jsonl)."""
-    import matplotlib
+    from spt_cli.plots import plot_gate_runs
+    from spt_cli.runlog import read_metrics
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 3.4), squeeze=False)
-    for ax, (title, metrics) in zip(axes[0], cases):
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r.get("phase") == "search"]
-        keys = sorted({k for r in records for k in r if k.startswith("gates/")})
-        for key in keys:
-            pts = [(r["step"], r[key]) for r in records if key in r]
-            ax.plot(*zip(*pts), label=f"block {int(key[-2:])}")
-        ax.set_ylim(0, 1)
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel("search step")
-    axes[0][0].set_ylabel("gate a_l")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    search = [(title, read_metrics(m)) for title, m in cases]
+    plot_gate_runs([(t, [r for r in h if r.get("phase") == "search"]) for t, h in search], path)
 
 
 def find_run(variant: str, task: str, seed: int) -> Path | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from spt_cli import jobs
-from spt_cli.config import GROUPS, STAGES, group_choices, validate
+from spt_cli.config import GROUPS, STAGES, group_choices, searchpath_override, validate
 from spt_cli.errors import ConfigError, RuntimeFailure, SptError
 from spt_cli.preflight import preflight, resume_problem, split_overrides
 from spt_cli.rundir import (
@@ -68,6 +68,13 @@ def usage() -> str:
         "Hydra flags (--cfg job, --info, -m) pass through; --debug keeps Python tracebacks.",
     ]
     return "\n".join(lines)
+
+
+def _print_usage() -> None:
+    try:
+        print(usage())
+    except SptError as exc:  # a bad $SPT_CONFIG_PATH
+        _fail(str(exc), exc.exit_code)
 
 
 # -- the Hydra job -----------------------------------------------------------------------------
@@ -219,13 +226,13 @@ def main(argv: list[str] | None = None) -> None:
         _DEBUG = True
     _DEBUG = _DEBUG or os.environ.get("HYDRA_FULL_ERROR") == "1"
     if not args or args[0] in ("-h", "--help", "help"):
-        print(usage())
+        _print_usage()
         return
     stage, rest = args[0], args[1:]
     if stage not in STAGES:
         _fail(f"unknown stage '{stage}'; choose one of: {', '.join(STAGES)}", 2)
     if any(a in ("-h", "--help") for a in rest):
-        print(usage())
+        _print_usage()
         return
     overrides, flags = split_overrides(rest)
     if any(o.split("=", 1)[0] == "stage" for o in overrides):
@@ -248,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     # Before Hydra creates the run (sweep) directory: a failed run removes only what it made.
     note_base(existing_base(out) if out is not None else None)
     _REUSED_IN_PLACE.clear()
-    sys.argv = [sys.argv[0], *flags, f"stage={stage}", *overrides, *pinned]
+    searchpath = searchpath_override()  # $SPT_CONFIG_PATH, checked by the preflight
+    sys.argv = [sys.argv[0], *flags, f"stage={stage}", *overrides, *pinned, *searchpath]
     started = time.time()
     _hydra_entry()
     if multirun and out is not None:

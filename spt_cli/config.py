@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -43,9 +46,10 @@ SEARCH_CHOICES = {
 
 
 def check_search_options(scfg: Any) -> None:
-    """Refuse an unknown value of a ``search.*`` choice with a one-line error."""
-    for key, choices in SEARCH_CHOICES.items():
-        check_value(f"search.{key}", scfg[key], Choice(choices))
+    """Refuse an unknown value of a ``search.*`` choice with a one-line error (the rows of
+    :data:`RULES` built from :data:`SEARCH_CHOICES`)."""
+    for key in SEARCH_CHOICES:
+        check_value(f"search.{key}", scfg[key], RULES[f"search.{key}"])
 
 
 # ``reuse``: what a rerun sweep may reuse of an earlier run of the same config (spt_cli.jobs).
@@ -66,6 +70,14 @@ DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
 ROLE_KEYS = ("stage", "retrain_as", "default_layers")
 # controls.include: named layer sets the controls stage retrains beside its sample of subsets.
 CONTROL_SETS = ("last_k", "middle_k")
+
+
+def default_budget(num_layers: int) -> int:
+    """About a third of the blocks (method.md): round(L / 3), at least 1. A search's K when
+    ``search.budget`` is unset, and ``random_layers``' count when ``num_random_layers`` is."""
+    return max(1, int(math.floor(num_layers / 3 + 0.5)))
+
+
 # table.select: how a cell run with several settings is resolved (spt_cli.tables.select).
 SELECT_MODES = ("dev", "all")
 
@@ -239,6 +251,20 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def check_section(section: str, values: Mapping[str, Any]) -> None:
+    """The :data:`RULES` rows of ``section`` (e.g. ``method``) applied to the keys ``values``
+    holds: the checks of :func:`validate` for a section built outside a composed config (a
+    method or head from Python)."""
+    for key, rule in RULES.items():
+        head, _, leaf = key.partition(".")
+        if head == section and leaf in values:
+            check_value(key, values[leaf], rule)
+
+
+def _is_list(value: Any) -> bool:
+    return OmegaConf.is_list(value) or isinstance(value, list | tuple)
+
+
 def check_value(key: str, value: Any, rule: Rule) -> None:
     """Refuse ``value`` of ``key`` when ``rule`` does not allow it: a one-line ConfigError."""
     if isinstance(rule, Num):
@@ -268,13 +294,13 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
     elif isinstance(rule, IntList):
         if value is None and rule.nullable:
             return
-        if not OmegaConf.is_list(value) or not all(_is_int(x) and x >= rule.low for x in value):
+        if not _is_list(value) or not all(_is_int(x) and x >= rule.low for x in value):
             raise ConfigError(
                 f"{key} must be a list of integers >= {rule.low}, got {_show(value)}; "
                 f"e.g. {key}={rule.example}"
             )
     else:
-        ok = OmegaConf.is_list(value) and len(value) == rule.length
+        ok = _is_list(value) and len(value) == rule.length
         ok = ok and all(
             isinstance(x, int | float) and not isinstance(x, bool) and rule.low <= x < rule.high
             for x in value
@@ -297,28 +323,74 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+# Extra config folders, searched after the shipped tree (``os.pathsep``-separated), each with
+# group folders of its own (``model/``, ``method/``, ...): a user's backbones or methods
+# without editing the package; the tests' random-weight models (tests/conf/model/tiny-*.yaml).
+CONFIG_PATH_ENV = "SPT_CONFIG_PATH"
+
+
 def conf_dir():
     """The shipped Hydra config tree (a Traversable; a real directory in every install)."""
     return resources.files("spt_cli.conf")
 
 
-def group_choices(group: str) -> list[str]:
-    """Names of the yaml files of a config group, sorted (``_base`` and other ``_`` files are
-    shared defaults, not choices)."""
-    base = conf_dir()
-    for part in group.split("/"):
-        base = base / part
-    if not base.is_dir():
+def extra_conf_dirs() -> list[Path]:
+    """The folders of ``$SPT_CONFIG_PATH``, in order; one that is not a folder is refused."""
+    dirs = [Path(p) for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    for d in dirs:
+        if not d.is_dir():
+            raise ConfigError(
+                f"{CONFIG_PATH_ENV}: {d} is not a folder; point it at folders of config groups "
+                f"(e.g. <dir>/model/<name>.yaml) or unset it"
+            )
+    return [d.resolve() for d in dirs]
+
+
+def searchpath_override(*extra: Path) -> list[str]:
+    """Hydra's ``hydra.searchpath`` override that adds the ``$SPT_CONFIG_PATH`` folders (then
+    ``extra``) after the shipped tree; [] when there are none."""
+    dirs = [*extra_conf_dirs(), *extra]
+    if not dirs:
         return []
+    return ["hydra.searchpath=[" + ",".join(f"'file://{d}'" for d in dirs) + "]"]
+
+
+def _group_dirs(group: str) -> list[Any]:
+    """``<tree>/<group>`` of the shipped tree and of each extra folder."""
+    out = []
+    for base in [conf_dir(), *extra_conf_dirs()]:
+        for part in group.split("/"):
+            base = base / part
+        out.append(base)
+    return out
+
+
+def find_config_file(group: str, choice: str) -> Any | None:
+    """The file of ``group=choice`` Hydra would compose (the shipped tree first), or None."""
+    for base in _group_dirs(group):
+        if (base / f"{choice}.yaml").is_file():
+            return base / f"{choice}.yaml"
+    return None
+
+
+def group_choices(group: str) -> list[str]:
+    """Names of the yaml files of a config group (shipped and in ``$SPT_CONFIG_PATH``), sorted
+    (``_base`` and other ``_`` files are shared defaults, not choices)."""
     return sorted(
-        p.name[:-5] for p in base.iterdir() if p.name.endswith(".yaml") and p.name[0] != "_"
+        {
+            p.name[:-5]
+            for base in _group_dirs(group)
+            if base.is_dir()
+            for p in base.iterdir()
+            if p.name.endswith(".yaml") and p.name[0] != "_"
+        }
     )
 
 
 def read_own_config_file(group: str, choice: str) -> DictConfig:
-    """One file of the shipped config tree as written: its ``defaults`` list unmerged."""
-    path = conf_dir() / group / f"{choice}.yaml"
-    if not path.is_file():
+    """One file of a config group as written: its ``defaults`` list unmerged."""
+    path = find_config_file(group, choice)
+    if path is None:
         known = ", ".join(group_choices(group))
         raise ConfigError(f"{group}={choice} does not exist; choose one of {known}")
     cfg = OmegaConf.create(path.read_text(encoding="utf-8"))
@@ -327,13 +399,13 @@ def read_own_config_file(group: str, choice: str) -> DictConfig:
 
 
 def read_config_file(group: str, choice: str) -> DictConfig:
-    """One file of the shipped config tree (e.g. ``method/spt_fixed``) outside Hydra, with the
+    """One file of a config group (e.g. ``method/spt_fixed``) outside Hydra, with the
     files its ``defaults`` list names from the same group merged in as Hydra merges them.
 
     The one yaml reader of the project (with :func:`read_own_config_file`): the stages, tests
     and scripts read group files through it, so a default lives in one yaml file only."""
     cfg = read_own_config_file(group, choice)
-    path = conf_dir() / group / f"{choice}.yaml"
+    path = find_config_file(group, choice)
     defaults = list(cfg.pop("defaults", None) or [])
     if "_self_" not in defaults:
         defaults.append("_self_")  # Hydra's place for it when a file does not say

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from spt_cli.config import GROUPS, group_choices, validate
+from spt_cli.config import GROUPS, group_choices, searchpath_override, validate
 from spt_cli.errors import ConfigError, RuntimeFailure, SptError
 from spt_cli.jobs import find_prior, occupied_problem
 from spt_cli.rundir import check_not_in_use
@@ -166,7 +166,8 @@ def _output_dir(cfg, multirun: bool) -> Path | None:
 
 def _compose(stage: str, job: list[str]):
     """The composed config of one job (Hydra's own keys: only the output directories, since
-    launcher options need plugins that plain composition does not load)."""
+    launcher options need plugins that plain composition does not load, and the
+    ``$SPT_CONFIG_PATH`` folders)."""
     from hydra import compose
 
     plain = [o for o in job if not o.lstrip("+~").startswith("hydra")]
@@ -174,7 +175,7 @@ def _compose(stage: str, job: list[str]):
     try:
         return compose(
             config_name="config",
-            overrides=[f"stage={stage}", *plain, *dirs],
+            overrides=[f"stage={stage}", *plain, *dirs, *searchpath_override()],
             return_hydra_config=True,
         )
     except SptError:

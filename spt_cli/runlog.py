@@ -1,4 +1,4 @@
-"""One sink for every number of a run: local ``metrics.jsonl`` plus W&B, and the gate plot."""
+"""One sink for every number of a run: local ``metrics.jsonl`` plus W&B."""
 
 from __future__ import annotations
 
@@ -194,42 +194,3 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
-
-
-def plot_gates(
-    history: list[dict], final: dict[int, float], selected: list[int], path: str | Path
-) -> Path | None:
-    """Draw gate probability per layer over search steps (one line per layer) and a final bar
-    chart with the selected layers highlighted. ``history`` holds metrics records with
-    ``gates/layer_XX`` keys."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = sorted(final)
-    if not layers:
-        return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
-    for layer in layers:
-        key = f"gates/layer_{layer:02d}"
-        pts = [(r["step"], r[key]) for r in history if key in r]
-        if pts:
-            xs, ys = zip(*pts)
-            ax1.plot(xs, ys, label=f"layer {layer}", lw=1.5)
-    ax1.set_xlabel("search step")
-    ax1.set_ylabel("gate probability a_l")
-    ax1.set_ylim(0, 1)
-    ax1.set_title("Gate probabilities during search")
-    ax1.legend(fontsize=7, ncol=2)
-    colors = ["tab:red" if layer in selected else "tab:gray" for layer in layers]
-    ax2.bar(range(len(layers)), [final[layer] for layer in layers], color=colors)
-    ax2.set_xticks(range(len(layers)), [str(layer) for layer in layers])
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("layer")
-    ax2.set_title("Final (red: selected)")
-    fig.tight_layout()
-    target = Path(path)
-    atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return target

@@ -12,9 +12,15 @@ import pytest
 import torch
 from torch import nn
 
+from spt_cli.config import CONFIG_PATH_ENV
 from spt_cli.model.gates import binary_entropy, budget_shift
 
 REPO = Path(__file__).resolve().parents[1]
+# The random-weight test models (model=tiny-bert, ...) live in tests/conf/model/, outside the
+# user-facing conf/model/: every test and every spt-run it starts finds them through
+# $SPT_CONFIG_PATH (spt_cli.config.CONFIG_PATH_ENV), set here before any config is read.
+TEST_CONF = REPO / "tests" / "conf"
+os.environ[CONFIG_PATH_ENV] = str(TEST_CONF)  # hermetic: a user's own folders are not seen
 
 SPT_RUN = str(Path(sys.executable).with_name("spt-run"))
 TINY = ["model=tiny-bert", "dataset=rte", "shots=16", "trainer.eval_every=2"]

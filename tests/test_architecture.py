@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "spt_cli"
 # Lowest first; a module may import its own layer and the layers below it.
 LAYERS = [
     {"spt_cli", "errors", "net", "files"},
-    {"config", "runlog", "jobs", "rundir"},
+    {"config", "runlog", "jobs", "rundir", "plots"},
     {"data", "metrics", "backbones"},
     {"model", "train"},
     {"search", "tables"},

@@ -28,7 +28,39 @@ def test_help_lists_stages_groups_and_choices(capsys):
         assert f"  {word} " in out
     assert "dataset" in out and "rte" in out and "sst2" in out
     assert "method" in out and "prompt_tuning" in out and "spt_fixed" in out
-    assert "tiny-bert" in out and "minilm" in out
+    assert "tiny-bert" in out and "minilm" in out  # the tests' models, via $SPT_CONFIG_PATH
+
+
+REAL_MODELS = "deberta-large, gpt2-large, minilm, mpnet, roberta-large, smollm2"
+
+
+def test_users_are_offered_only_real_backbones(monkeypatch, capsys, in_tmp):
+    from spt_cli.config import CONFIG_PATH_ENV, group_choices
+
+    monkeypatch.delenv(CONFIG_PATH_ENV)
+    assert ", ".join(group_choices("model")) == REAL_MODELS
+    main(["--help"])
+    assert "tiny" not in capsys.readouterr().out
+    code, _, err = run_main(["search", "model=tiny-bert"], capsys)
+    assert code == 2
+    assert err.strip() == f"error: unknown model 'tiny-bert'; choose one of: {REAL_MODELS}"
+
+
+def test_config_path_adds_a_folder_of_models(monkeypatch, tmp_path, capsys, in_tmp):
+    from spt_cli.config import CONFIG_PATH_ENV, group_choices, read_config_file
+
+    own = tmp_path / "mine"
+    (own / "model").mkdir(parents=True)
+    text = (Path(__file__).parent / "conf" / "model" / "tiny-bert.yaml").read_text()
+    (own / "model" / "my-bert.yaml").write_text(text.replace("name: tiny-bert", "name: my-bert"))
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(own))
+    assert "my-bert" in group_choices("model") and "tiny-bert" not in group_choices("model")
+    assert read_config_file("model", "my-bert").family == "bert"
+    main(["data", "model=my-bert", "--cfg", "job"])  # composed by Hydra from that folder
+    assert "name: my-bert" in capsys.readouterr().out
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(tmp_path / "nowhere"))
+    code, _, err = run_main(["search"], capsys)
+    assert code == 2 and "SPT_CONFIG_PATH: " in err and "is not a folder" in err
 
 
 @pytest.mark.parametrize(

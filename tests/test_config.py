@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from spt_cli.config import GROUPS, STAGES, group_choices, split_name, validate
+from spt_cli.config import GROUPS, STAGES, group_choices, searchpath_override, split_name, validate
 from spt_cli.data import CANONICAL, get_task
 
 
@@ -15,7 +15,9 @@ from spt_cli.data import CANONICAL, get_task
 def composer():
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="spt_cli.conf", version_base="1.3"):
-        yield lambda *ov, **kw: compose(config_name="config", overrides=list(ov), **kw)
+        yield lambda *ov, **kw: compose(
+            config_name="config", overrides=[*ov, *searchpath_override()], **kw
+        )
     GlobalHydra.instance().clear()
 
 

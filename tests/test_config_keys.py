@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+CONF_ROOTS = (REPO / "conf", REPO / "tests" / "conf")
 
 
 def _source(path: Path) -> str:
@@ -36,9 +37,10 @@ def _leaves(node, prefix=""):
 
 
 def _keys() -> dict[str, set[Path]]:
+    """Every key of the shipped tree and of the tests' own (tests/conf: the tiny models)."""
     found: dict[str, set[Path]] = {}
-    for path in (REPO / "conf").rglob("*.yaml"):
-        group = path.parent.relative_to(REPO / "conf").as_posix()
+    for root, path in ((r, p) for r in CONF_ROOTS for p in r.rglob("*.yaml")):
+        group = path.parent.relative_to(root).as_posix()
         data = yaml.safe_load(path.read_text()) or {}
         text = path.read_text()
         prefix = "" if group == "." or "@package _global_" in text else f"{group}."
@@ -74,7 +76,7 @@ def test_the_config_tree_has_keys_to_check():
 
 def test_every_config_key_is_read_by_some_code():
     dead = {k: sorted(map(str, v)) for k, v in _keys().items() if not _read_by_code(k)}
-    assert not dead, f"keys in conf/ that no code reads: {dead}"
+    assert not dead, f"keys in conf/ or tests/conf/ that no code reads: {dead}"
 
 
 def test_a_key_nobody_reads_is_caught():
@@ -84,3 +86,16 @@ def test_a_key_nobody_reads_is_caught():
     assert not _read_by_code("search.stochastic")
     assert not _read_by_code("search.warmup_epochs")
     assert _read_by_code("search.weight_stop_loss") and _read_by_code("trainer.backbone_lr")
+
+
+def test_no_call_site_default_for_a_shipped_setting():
+    # Trainer, search, data, controls and table keys have their defaults in the yaml files;
+    # code that read one with a fallback (``tcfg.get("lr", 5e-3)``) would hide a second default.
+    section = r"(tcfg|scfg|cfg\.(trainer|search|data|controls|table|method|head))"
+    fallback = re.compile(
+        rf"{section}\.get\(\s*[\"'][\w.]+[\"']\s*,|getattr\(\s*{section}\s*,[^,)]+,"
+        rf"|OmegaConf\.select\(\s*{section}[^)]*default="
+    )
+    found = [m.group(0) for m in fallback.finditer(SOURCE)]
+    assert not found, found
+    assert fallback.search('tcfg.get("lr", 5e-3)') and fallback.search("getattr(scfg, 'xi', 0)")

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import shared_data
+from spt_cli.config import searchpath_override
 from spt_cli.search import select
 from spt_cli.search.controls import ControlRecord, lookup, rank
 
@@ -50,7 +51,7 @@ def test_controls_retrain_the_sample_then_the_named_sets_once(tmp_path: Path, ca
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[
             "stage=controls", *COMMON, "method.layers=[1,2,3]", "search.budget=2",
-            "controls.max_subsets=1", f"controls.records={records}",
+            "controls.max_subsets=1", f"controls.records={records}", *searchpath_override(),
         ])  # fmt: skip
     cfg.data.root = str(shared_data())
     stage_controls(cfg, tmp_path / "a")

@@ -230,3 +230,12 @@ def test_functional_call_uses_the_given_parameters():
         torch.testing.assert_close(same, direct)
         assert not torch.allclose(other, direct)
         torch.testing.assert_close(model(**enc)["logits"], direct)  # module left untouched
+
+
+def test_every_gate_type_is_a_choice_of_method_gate():
+    # config.GATES (checked by the preflight) and GATE_TYPES (built by the model) name the
+    # same types: a new gate type is one class, one GATE_TYPES entry and its name in GATES.
+    from spt_cli.config import GATES
+    from spt_cli.model.gates import GATE_TYPES
+
+    assert set(GATE_TYPES) == set(GATES)

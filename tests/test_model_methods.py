@@ -130,6 +130,20 @@ def test_every_method_yaml_has_the_same_schema():
         ),
         (lambda: resolve_method(method_config("spt_fixed"), 6, "minilm"), "needs its prompt"),
         (lambda: resolve_method(method_config("spt", gate="fuzzy"), 6, "m"), "method.gate"),
+        # The same rows of config.RULES as the preflight's, for a method built from Python.
+        (
+            lambda: resolve_method(method_config("spt", tau=0), 6, "m"),
+            "method.tau must be a positive number, got 0; e.g. method.tau=1.0",
+        ),
+        (
+            lambda: build_model(
+                model_config("tiny-bert"),
+                method_config("spt"),
+                {**head_config(), "name": "linear"},
+                TASK,
+            ),
+            r"head.name=linear is not known",
+        ),
         (
             lambda: resolve_method(method_config("prompt_tuning", layers=[2]), 6, "m"),
             "no per-layer prompts",

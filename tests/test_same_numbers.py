@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import shared_data
+from spt_cli.config import searchpath_override
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 pytestmark = pytest.mark.skipif(shared_data() is None, reason="needs the shared data mirror")
@@ -27,7 +28,8 @@ LAYERS = [1, 3]
 
 def _cfg(stage: str, extra: list[str]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"stage={stage}", *COMMON, *extra])
+        overrides = [f"stage={stage}", *COMMON, *extra, *searchpath_override()]
+        cfg = compose("config", overrides=overrides)
     cfg.data.root = str(shared_data())
     return cfg
 

@@ -7,10 +7,11 @@ import torch
 from torch.func import functional_call
 
 from conftest import FakeGatedModel, fake_features, search_cfg
+from spt_cli.config import default_budget
 from spt_cli.data import collate
 from spt_cli.model.gates import binary_entropy
 from spt_cli.search.architect import Architect
-from spt_cli.search.select import default_budget, select_layers
+from spt_cli.search.select import select_layers
 
 
 def scfg(**kw):

@@ -85,25 +85,46 @@ def save_artifact(model: GatedPromptModel, path: str | Path, meta: dict[str, Any
     return out
 
 
+def find_artifact(path: str | Path) -> Path:
+    """The artefact directory ``path``, or ``path/artifact`` when ``path`` is a run directory."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).exists() and (path / "artifact" / CONFIG_FILE).exists():
+        return path / "artifact"
+    return path
+
+
 def read_artifact_config(path: str | Path) -> dict[str, Any]:
-    """The artefact's json, validated."""
-    file = Path(path) / CONFIG_FILE
+    """The json of the artefact in ``path`` (see :func:`find_artifact`), checked: a missing,
+    unreadable or foreign file is a one-line ConfigError."""
+    file = find_artifact(path) / CONFIG_FILE
     if not file.exists():
         raise ConfigError(
-            f"{path} is not an inference artefact (no {CONFIG_FILE}); pass its directory"
+            f"{path} holds no saved artefact ({CONFIG_FILE}); point it at <run dir>/artifact"
         )
-    config = json.loads(file.read_text())
-    if config.get("format") != FORMAT or int(config.get("version", 0)) > VERSION:
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{file} is not valid JSON ({exc}); re-save the artefact (rerun the training) or "
+            "load another one"
+        ) from None
+    if (
+        not isinstance(config, dict)
+        or config.get("format") != FORMAT
+        or int(config.get("version", 0)) > VERSION
+    ):
         raise ConfigError(f"{file} is not a version-{VERSION} {FORMAT} file; re-save it")
     return config
 
 
 def load_artifact(path: str | Path, backbone: nn.Module | None = None, tokenizer: Any = None):
-    """Rebuild a GatedPromptModel from an artefact directory (in eval mode).
+    """Rebuild a GatedPromptModel from an artefact directory or its run directory (in eval
+    mode).
 
     The backbone is loaded from the saved model config unless ``backbone``/``tokenizer`` are
     given; a backbone of another architecture is refused with a ConfigError.
     """
+    path = find_artifact(path)
     config = read_artifact_config(path)
     model_cfg = config["model"]
     if backbone is None:

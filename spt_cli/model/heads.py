@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spt_cli.config import HEADS, POOLINGS, as_dict, read_config_file
+from spt_cli.config import as_dict, check_section, read_config_file
 from spt_cli.errors import ConfigError
 
 
@@ -62,7 +62,8 @@ def task_info(task: TaskInfo | TaskLike) -> TaskInfo:
 
 
 def head_settings(head_cfg: Any) -> dict[str, Any]:
-    """``head_cfg`` over the defaults of ``conf/head/_base.yaml``; unknown keys refused."""
+    """``head_cfg`` over the defaults of ``conf/head/_base.yaml``; unknown keys refused,
+    values checked by the ``head.*`` rows of ``config.RULES``."""
     base = as_dict(read_config_file("head", "_base"))
     given = as_dict(head_cfg)
     unknown = sorted(set(given) - set(base))
@@ -70,7 +71,9 @@ def head_settings(head_cfg: Any) -> dict[str, Any]:
         raise ConfigError(
             f"unknown head key(s) {', '.join(unknown)}; the keys are in conf/head/_base.yaml"
         )
-    return {**base, **given}
+    settings = {**base, **given}
+    check_section("head", settings)
+    return settings
 
 
 def resolve_head(
@@ -78,8 +81,6 @@ def resolve_head(
 ) -> str:
     """The concrete head name for a ``head/`` config."""
     name = head_cfg["name"]
-    if name not in HEADS:
-        raise ConfigError(f"head.name={name!r} is not a head; choose one of {', '.join(HEADS)}")
     cloze = "lm" if is_decoder else "mlm"
     if name == "auto":
         usable = has_lm_head and bool(task.label_words) and not task.is_regression
@@ -116,10 +117,6 @@ class ClassifierHead(nn.Module):
         self, dim: int, num_outputs: int, pooling: str, is_decoder: bool, dropout: float = 0.1
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ConfigError(
-                f"head.pooling={pooling!r} is not valid; choose one of {', '.join(POOLINGS)}"
-            )
         self.pooling = ("last" if is_decoder else "first") if pooling == "auto" else pooling
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(dim, num_outputs)

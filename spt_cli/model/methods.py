@@ -12,17 +12,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spt_cli.config import (
-    DEFAULT_LAYERS,
-    GATES,
-    GENERATORS,
-    INPUT_PROMPTS,
-    METHOD_STAGES,
-    POOLS,
-    ROLE_KEYS,
-    as_dict,
-    read_config_file,
-)
+from spt_cli.config import ROLE_KEYS, as_dict, check_section, default_budget, read_config_file
 from spt_cli.errors import ConfigError
 
 
@@ -65,17 +55,14 @@ class MethodSpec:
         return cls(**{**{k: base[k] for k in ROLE_KEYS}, **saved})
 
 
-def _choice(cfg: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    value = "none" if cfg[key] is None else str(cfg[key])
-    if value not in choices:
-        raise ConfigError(
-            f"method.{key}={value!r} is not valid; choose one of {', '.join(choices)}"
-        )
-    return value
+def _choice(cfg: dict[str, Any], key: str) -> str:
+    """A choice key as a name (null, allowed where RULES says so, is ``none``)."""
+    return "none" if cfg[key] is None else str(cfg[key])
 
 
 def method_settings(method_cfg: Any) -> dict[str, Any]:
-    """``method_cfg`` over the defaults of ``conf/method/_base.yaml``; unknown keys refused."""
+    """``method_cfg`` over the defaults of ``conf/method/_base.yaml``; unknown keys refused,
+    values checked by the ``method.*`` rows of ``config.RULES``."""
     base = as_dict(read_config_file("method", "_base"))
     given = as_dict(method_cfg)
     unknown = sorted(set(given) - set(base))
@@ -83,14 +70,16 @@ def method_settings(method_cfg: Any) -> dict[str, Any]:
         raise ConfigError(
             f"unknown method key(s) {', '.join(unknown)}; the keys are in conf/method/_base.yaml"
         )
-    return {**base, **given}
+    settings = {**base, **given}
+    check_section("method", settings)
+    return settings
 
 
 def check_stage(method_cfg: Any, stage: str) -> None:
     """Refuse, with a one-line ConfigError, a method run by a stage it does not belong to
     (``stage``: the CLI word; retrain and controls retrain a search method's layers)."""
     settings = method_settings(method_cfg)
-    name, belongs = str(settings["name"]), _choice(settings, "stage", METHOD_STAGES)
+    name, belongs = str(settings["name"]), _choice(settings, "stage")
     if stage == "train" and belongs == "search":
         raise ConfigError(
             f"method={name} is searched, not trained: "
@@ -130,17 +119,17 @@ def resolve_method(
     name = str(cfg["name"])
     spec = MethodSpec(
         name=name,
-        stage=_choice(cfg, "stage", METHOD_STAGES),
+        stage=_choice(cfg, "stage"),
         retrain_as=None if cfg["retrain_as"] is None else str(cfg["retrain_as"]),
-        default_layers=_choice(cfg, "default_layers", DEFAULT_LAYERS),
+        default_layers=_choice(cfg, "default_layers"),
         num_tokens=int(cfg["num_tokens"] or 0),
-        input_prompt=_choice(cfg, "input_prompt", INPUT_PROMPTS),
-        generator=_choice(cfg, "generator", GENERATORS),
-        pool=_choice(cfg, "pool", POOLS),
+        input_prompt=_choice(cfg, "input_prompt"),
+        generator=_choice(cfg, "generator"),
+        pool=_choice(cfg, "pool"),
         bottleneck=int(cfg["bottleneck"]),
         dropout=float(cfg["dropout"]),
         layers=[],
-        gate=_choice(cfg, "gate", GATES),
+        gate=_choice(cfg, "gate"),
         tau=float(cfg["tau"]),
         train_backbone=bool(cfg["train_backbone"]),
         num_random_layers=cfg["num_random_layers"],
@@ -149,10 +138,6 @@ def resolve_method(
         prefix_hidden=int(cfg["prefix_hidden"]),
         frozen_eval=bool(cfg["frozen_eval"]),
     )
-    if spec.num_tokens < 0:
-        raise ConfigError(f"method.num_tokens={spec.num_tokens} must be >= 0")
-    if spec.tau <= 0:
-        raise ConfigError(f"method.tau={spec.tau} must be > 0")
     if layers is None:
         layers = cfg["layers"]
     if layers is None:
@@ -183,8 +168,8 @@ def resolve_method(
 def _default_layers(spec: MethodSpec, num_layers: int) -> list[int]:
     """``method.default_layers`` for an L-block backbone: upper 1..L-1 (SPT's candidates, deep
     prompts above the input prompt), all 0..L-1, middle [L // 2], random (``num_random_layers``,
-    default round(L/3), drawn from 1..L-1 with ``layer_seed``), given (refused: no default);
-    none without per-layer prompts."""
+    default ``config.default_budget``, drawn from 1..L-1 with ``layer_seed``), given (refused:
+    no default); none without per-layer prompts."""
     candidates = list(range(1, num_layers))
     if spec.generator == "none":
         return []
@@ -194,7 +179,7 @@ def _default_layers(spec: MethodSpec, num_layers: int) -> list[int]:
         return [num_layers // 2]
     if spec.default_layers == "random":
         k = spec.num_random_layers
-        k = max(1, round(num_layers / 3)) if k is None else int(k)
+        k = default_budget(num_layers) if k is None else int(k)
         if not 0 < k <= len(candidates):
             raise ConfigError(
                 f"method.num_random_layers={k} must be in 1..{len(candidates)} for this backbone"

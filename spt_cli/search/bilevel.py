@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from spt_cli.config import default_budget
 from spt_cli.errors import ConfigError
 from spt_cli.runlog import RunLogger
 from spt_cli.search.architect import Architect
 from spt_cli.search.balance import class_weights
 from spt_cli.search.diagnostics import MixMeter, diagnose, evidence, separation
 from spt_cli.search.protocol import SearchableModel
-from spt_cli.search.select import choose_layers, default_budget, select_layers
+from spt_cli.search.select import choose_layers, select_layers
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.cache import LowerStateStores
 from spt_cli.train.loop import Trainer

@@ -127,31 +127,3 @@ class ControlRecord:
     def _merge(self, on_disk: dict[str, Any]) -> None:
         for part in ("subsets", "extra"):
             self.data[part] = {**on_disk.get(part, {}), **self.data[part]}
-
-
-def plot_controls(record: dict[str, Any], selected: Sequence[int] | None, path: Path) -> Path:
-    """Dev (bars) and test (dots) of every retrained subset, best dev first; the searched set
-    in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from spt_cli.files import atomic_write
-
-    items = sorted(record["subsets"].items(), key=lambda kv: (-kv[1]["dev"], kv[0]))
-    chosen = subset_key(selected) if selected is not None else None
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(items) + 2), 3.6))
-    xs = range(len(items))
-    colors = ["tab:red" if k == chosen else "tab:gray" for k, _ in items]
-    ax.bar(xs, [v["dev"] for _, v in items], color=colors, alpha=0.7, label="dev")
-    ax.plot(xs, [v["test"] for _, v in items], "ko", ms=4, label="test")
-    ax.set_xticks(list(xs), [f"[{k}]" for k, _ in items], rotation=60, fontsize=7)
-    ax.set_ylabel(record.get("main_metric", "score"))
-    title = f"{record['task']} seed {record['seed']}: every {record['k']}-subset retrained"
-    ax.set_title(title + (" (red: searched)" if chosen else ""), fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return path

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-
-
-def default_budget(num_layers: int) -> int:
-    """About a third of the layers (method.md): round(L / 3), at least 1."""
-    return max(1, int(math.floor(num_layers / 3 + 0.5)))
 
 
 def select_layers(

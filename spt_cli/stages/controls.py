@@ -3,7 +3,6 @@ search) and, with ``from_search=<search run>``, rank the searched set among them
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,9 +11,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
-from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
+from spt_cli.plots import plot_controls
 from spt_cli.stages.common import logger_for, say, setup
+from spt_cli.stages.selection import searched_layers
 from spt_cli.stages.train import fit_and_test
 
 
@@ -23,11 +23,11 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
     from spt_cli.model import make_adapter, resolve_method
     from spt_cli.model.methods import ROLE_KEYS, check_stage, retrain_method
     from spt_cli.search.bilevel import search_budget
-    from spt_cli.search.controls import ControlRecord, layer_subsets, plot_controls
+    from spt_cli.search.controls import ControlRecord, layer_subsets, subset_key
 
     t0 = time.time()
     check_stage(cfg.method, "controls")
-    searched = _searched_layers(cfg)
+    searched = searched_layers(cfg.from_search) if cfg.from_search else None
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, "controls", s.task.name)
     try:
@@ -78,7 +78,8 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
                 f"test {fit.test[main]:.4f} ({time.time() - started:.0f} s)")  # fmt: skip
         summary = _summary(record.data, searched)
         print(_table(record.data, searched, summary))
-        plot_controls(record.data, searched, run_dir / "controls.png")
+        chosen = subset_key(searched) if searched is not None else None
+        plot_controls(record.data, chosen, run_dir / "controls.png")
         write_json(run_dir / "results.json", {
             "task": s.task.name, "method": str(cfg.method.name), "stage": "controls",
             "model": identity["model"],
@@ -100,19 +101,6 @@ def _named_sets(
     rules = {"last_k": select.last_k, "middle_k": select.middle_k}
     sets = [rules[name](candidates, k) for name in cfg.controls.include]
     return [tuple(sorted(x)) for x in [*sets, *([searched] if searched else [])]]
-
-
-def _searched_layers(cfg: DictConfig) -> list[int] | None:
-    """The selected layers of ``from_search=<search run dir>`` (None without it)."""
-    if not cfg.from_search:
-        return None
-    path = Path(str(cfg.from_search)) / "selected_layers.json"
-    if not path.exists():
-        raise ConfigError(
-            f"from_search={cfg.from_search} has no selected_layers.json; point it at a finished "
-            "spt-run search directory"
-        )
-    return [int(x) for x in json.loads(path.read_text(encoding="utf-8"))["layers"]]
 
 
 def _summary(record: dict[str, Any], searched: list[int] | None) -> dict[str, Any]:

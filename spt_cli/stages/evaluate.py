@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from spt_cli.stages.results import Fit, report, write_results
 
 def stage_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float | None:
     """Evaluate a saved artefact on the dataset's dev and test splits."""
-    from spt_cli.model import load_artifact
+    from spt_cli.model.artifact import find_artifact, load_artifact, read_artifact_config
     from spt_cli.train.evaluate import evaluate
     from spt_cli.train.loop import resolve_device
 
@@ -25,23 +24,8 @@ def stage_eval(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float | 
         raise ConfigError(
             "eval needs artifact=<dir>, e.g. artifact=outputs/search/rte/.../artifact"
         )
-    from spt_cli.model.artifact import CONFIG_FILE
-
-    art = Path(str(cfg.artifact))
-    if not (art / CONFIG_FILE).exists() and (art / "artifact" / CONFIG_FILE).exists():
-        art = art / "artifact"  # a run directory was given
-    if not (art / CONFIG_FILE).exists():
-        raise ConfigError(
-            f"artifact={cfg.artifact} holds no saved artefact ({CONFIG_FILE}); "
-            "point it at <run dir>/artifact"
-        )
-    try:
-        meta = json.loads((art / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{art / CONFIG_FILE} is not valid JSON ({exc.msg}); re-save the artefact "
-            "(rerun the training) or point artifact= at another one"
-        ) from None
+    art = find_artifact(str(cfg.artifact))
+    meta = read_artifact_config(art)
     saved_model = (meta.get("model") or {}).get("name")
     if (
         any(o.startswith("model=") for o in overrides)

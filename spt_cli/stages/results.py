@@ -1,4 +1,5 @@
-"""``results.json``: the one writer every stage uses, and the headline line it prints."""
+"""``results.json`` of the search, retrain, train and eval stages: its one writer, and the
+headline line it prints (``controls`` writes a summary of another shape: stages/controls.py)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@ retrain of those layers on the whole training split."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,15 +11,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
-from spt_cli.files import write_json
-from spt_cli.runlog import RunLogger, plot_gates, read_metrics
+from spt_cli.plots import plot_gates
+from spt_cli.runlog import RunLogger, read_metrics
 from spt_cli.search.diagnostics import format_diagnostics
 from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
 from spt_cli.stages.results import Fit, report, write_results
+from spt_cli.stages.selection import read_selection, write_selection
 from spt_cli.stages.train import fit_and_test
 
 SEARCH_CKPT = "checkpoints/search.pt"
-SELECTION = "selected_layers.json"
 
 
 def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
@@ -33,7 +32,7 @@ def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, "search", s.task.name)
     try:
-        selection = load_selection(run_dir) if cfg.resume else None
+        selection = read_selection(run_dir, missing_ok=True) if cfg.resume else None
         if selection is None:
             selection = search(cfg, s, run_dir, logger)
         else:
@@ -92,14 +91,8 @@ def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[
         "diagnostics": result.diagnostics,
         "config": to_plain(cfg),
     }
-    write_json(run_dir / SELECTION, selection)
+    write_selection(run_dir, selection)
     return selection
-
-
-def load_selection(run_dir: Path) -> dict[str, Any] | None:
-    """A finished search's selection (resume after the search phase), else None."""
-    path = run_dir / SELECTION
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def show_selection(run_dir: Path, selection: dict[str, Any], logger: RunLogger) -> None:

@@ -3,7 +3,6 @@ on dev, tested; also the retrain half of ``spt-run search``."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from spt_cli.runlog import RunLogger
 from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
 from spt_cli.stages.common import test_metrics as measure_test
 from spt_cli.stages.results import Fit, report, write_results
+from spt_cli.stages.selection import searched_layers
 
 
 def fit_and_test(
@@ -77,19 +77,7 @@ def resolve_retrain_layers(cfg: DictConfig) -> list[int]:
         raise ConfigError(
             "retrain needs from_search=<search run dir> or layers=[..], e.g. layers=[2,4]"
         )
-    path = Path(str(src)) / "selected_layers.json"
-    if not path.exists():
-        raise ConfigError(
-            f"from_search={src} has no selected_layers.json (missing or unfinished search); "
-            "point it at a finished spt-run search directory"
-        )
-    try:
-        layers = json.loads(path.read_text())["layers"]
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise ConfigError(
-            f"{path} is not a valid selection file ({exc}); rerun the search"
-        ) from exc
-    return [int(x) for x in layers]
+    return searched_layers(str(src))
 
 
 def stage_train(cfg: DictConfig, run_dir: Path, stage: str = "train") -> float | None:

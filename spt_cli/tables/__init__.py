@@ -13,7 +13,7 @@ per seed (sign test). Row order: `table.rows`.
 
 Modules: `records` reads runs, `collect` finds them, `select` tells settings apart and chooses,
 `aggregate` builds the tables, `paired` compares SPT with the baselines, `render` writes
-markdown / CSV / LaTeX, `figure` draws `layers.png`.
+markdown / CSV / LaTeX, `figure` computes `layers.png` (drawn by `spt_cli.plots`).
 """
 
 from __future__ import annotations

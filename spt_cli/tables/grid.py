@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from spt_cli.config import conf_dir, group_choices, read_own_config_file
+from spt_cli.config import find_config_file, group_choices, read_own_config_file
 from spt_cli.errors import ConfigError
 from spt_cli.tables.records import RunRecord
 from spt_cli.tables.select import holds
@@ -46,8 +46,7 @@ def _values(params: dict[str, Any], key: str, name: str) -> list[str]:
 def read_grid(name: str) -> Grid:
     """The grid of ``conf/experiment/<name>.yaml``: the file's own ``hydra.sweeper.params``
     (not those of the experiments it builds on, whose group overrides only Hydra resolves)."""
-    path = conf_dir() / "experiment" / f"{name}.yaml"
-    if not path.is_file():
+    if find_config_file("experiment", name) is None:
         known = ", ".join(c for c in group_choices("experiment") if c.startswith("grid"))
         raise ConfigError(f"table.grids: experiment={name} does not exist; e.g. {known}")
     cfg = read_own_config_file("experiment", name)

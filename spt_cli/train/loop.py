@@ -13,7 +13,6 @@ import contextlib
 import math
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,6 @@ class TrainResult:
     best_step: int | None
     best_dev: dict[str, float] | None
     last_dev: dict[str, float] | None
-    wall_time_s: float
     resumed_from: int | None = None
 
 
@@ -176,7 +174,6 @@ class Trainer:
         progress: bool = True,
         lower_stores: LowerStateStores | None = None,
     ) -> None:
-        self.t0 = time.time()
         self.model, self.task, self.tcfg = model, task, tcfg
         self.dev_features, self.pad_token_id = dev_features, pad_token_id
         self.logger, self.phase, self.checkpoint_path = logger, phase, checkpoint_path
@@ -301,7 +298,6 @@ class Trainer:
             best_step=self.best["step"],
             best_dev=self.best["dev"],
             last_dev=self.last_dev,
-            wall_time_s=time.time() - self.t0,
             resumed_from=self.resumed_from,
         )
 

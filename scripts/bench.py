@@ -3,15 +3,21 @@
     python scripts/bench.py [--model minilm] [--batch 16] [--length 128] [--tokens 10]
         [--warmup 2] [--repeats 7] [--threads N] [--quick] [--rss] [--e2e] [--json out.json]
 
-One process, one backbone, one random batch (full-length rows). Every timed function runs once
-per round; rounds interleave all of them (the order rotates each round) and each figure is the
-median over the rounds after the warm-up ones. Ratios divide medians of the same run, so load
-from other processes on the cores cancels to first order; absolute seconds do not.
+One process, one backbone, random full-length rows. P1, P2 and P4 time a hand-written train
+step (zero_grad, forward, backward, AdamW: as PEFT's examples); P3 times the loop's own steps
+(below). Every timed function runs once per round; rounds interleave all of them (the order
+rotates each round) and each figure is the median over the rounds after the warm-up ones.
+Ratios divide medians of the same run, so load from other processes on the cores cancels to
+first order; absolute seconds do not.
 
 Measured (targets in brackets):
 - P1 ours ``prompt_tuning`` train step / PEFT ``PromptTuningConfig`` train step [<= 0.95]
 - P2 ``spt_fixed`` with its first prompt layer at L/2 / ``prompt_tuning`` [<= 0.6]
-- P3 search step (architect alpha step + weight step) / ``deep_prompt`` step, first order
+- P3 search step / ``deep_prompt`` step, both as the training loop runs them: the search's
+  ``BilevelStep`` (``spt_cli.search.bilevel.build_bilevel``: the architect's alpha step, then
+  ``Trainer.weight_step`` with clipping, LR schedule, accumulation and the lower-layer cache)
+  against ``Trainer.weight_step`` of ``deep_prompt``, over a 16-shot-sized split (D_w and
+  D_alpha of one batch each) and the shipped ``conf/trainer/default.yaml``; first order
   [<= 2.1] and second order [<= 4.5], with DARTS' central finite difference (the default) and
   with the one-sided one (``search.hessian=forward``, one pass fewer)
 - P4 achieved matmul FLOP/s of a train step (FLOPs counted by torch's FlopCounterMode over the
@@ -29,6 +35,7 @@ Measured (targets in brackets):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -131,32 +138,70 @@ def train_step(model: torch.nn.Module, batch: dict) -> Callable[[], None]:
     return step
 
 
+def loop_config(batch: int) -> Any:
+    """The shipped trainer config (``conf/trainer/default.yaml``: AdamW, clipping, warm-up and
+    decay over 100 steps) at ``batch`` rows a step; nothing evaluated, logged or saved."""
+    from omegaconf import OmegaConf
+
+    from spt_cli.config import read_config_file
+
+    tcfg = read_config_file("trainer", "default")
+    return OmegaConf.merge(tcfg, {"batch_size": batch, "eval_every": 0, "checkpoint_every": 0})
+
+
+def loop_options(tcfg: Any, pad: int, name: str) -> dict[str, Any]:
+    """Keyword options of a Trainer that never writes (the timed steps do not log or save)."""
+    from spt_cli.runlog import RunLogger
+
+    where = Path(tempfile.gettempdir()) / "spt-bench-unused" / name
+    return dict(
+        task=TASK, tcfg=tcfg, seed=0, pad_token_id=pad, logger=RunLogger(where),
+        checkpoint_path=where / "ckpt.pt", progress=False,
+    )  # fmt: skip
+
+
+class Counted:
+    """``step_fn(0)``, ``step_fn(1)``, ... one per call, as ``Trainer.fit`` calls it (the step
+    index moves the schedule and the batches on)."""
+
+    def __init__(self, model: torch.nn.Module, step_fn: Callable[[int], Any]) -> None:
+        self.model, self.step_fn, self.steps = model, step_fn, itertools.count()
+
+    def __call__(self) -> None:
+        self.model.train()  # models share one backbone: restore this one's train/eval split
+        self.step_fn(next(self.steps))
+
+
+def loop_train_step(model: Any, feats: list[dict], tcfg: Any, pad: int) -> Callable[[], None]:
+    """The training loop's own step (``Trainer.weight_step``: AdamW, gradient clipping, LR
+    schedule, accumulation, the lower-layer cache) on ``feats``."""
+    from spt_cli.train.loop import Trainer
+
+    opts = loop_options(tcfg, pad, "train")
+    trainer = Trainer(model, train_features=feats, dev_features=None, phase="train", **opts)
+    return Counted(model, trainer.weight_step)
+
+
 def search_step(
-    model: Any, order: str, w_batch: dict, a_batch: dict, hessian: str = "central"
+    model: Any,
+    order: str,
+    w_feats: list[dict],
+    a_feats: list[dict],
+    tcfg: Any,
+    pad: int,
+    hessian: str = "central",
 ) -> Callable[[], None]:
-    """One SPT-DARTS step as the loop runs it: the architect's alpha step on D_alpha, then the
-    weight step on D_w (gate grads dropped)."""
+    """One search step as ``spt-run search`` runs it (``spt_cli.search.bilevel.build_bilevel``):
+    the architect's alpha step on a D_alpha batch, then the Trainer's weight step on D_w."""
     from omegaconf import OmegaConf
 
     from spt_cli.config import primary_defaults
-    from spt_cli.search.architect import Architect
+    from spt_cli.search.bilevel import build_bilevel
 
-    scfg = OmegaConf.merge(
-        primary_defaults("search"), {"order": order, "alpha_lr": 0.05, "hessian": hessian}
-    )
-    arch = Architect(model, scfg, weight_lr=1e-3)
-    opt = adamw(model, list(model.weight_parameters()))
-
-    def step() -> None:
-        model.train()
-        arch.step([w_batch], a_batch, 0, 100)
-        opt.zero_grad(set_to_none=True)
-        model(**w_batch)["loss"].backward()
-        for p in model.gate_parameters():
-            p.grad = None
-        opt.step()
-
-    return step
+    scfg = OmegaConf.merge(primary_defaults("search"), {"order": order, "hessian": hessian})
+    opts = loop_options(tcfg, pad, f"search_{order}_{hessian}")
+    bilevel = build_bilevel(model, w_features=w_feats, alpha_features=a_feats, scfg=scfg, **opts)
+    return Counted(model, bilevel)
 
 
 def mm_reference(model_cfg: Any, batch: int, seq: int) -> tuple[Callable[[], None], float]:
@@ -302,8 +347,12 @@ def build_steps(args: argparse.Namespace, only: str | None = None):
     num_layers = int(hf.config.num_hidden_layers)
     mid = num_layers // 2
     batch = make_batch(tok, args.batch, args.length, 0)
-    a_batch = make_batch(tok, args.batch, args.length, 1)
     p = args.tokens
+    # The loop's steps (P3): a 16-shot binary search's split, D_w and D_alpha of one batch each.
+    pad = int(tok.pad_token_id or 0)
+    w_feats = few_shot_features(tok, args.batch, args.length, 0)
+    a_feats = few_shot_features(tok, args.batch, args.length, 1)
+    tcfg = loop_config(args.batch)
     makers: dict[str, Callable[[], tuple[Any, Callable[[], None]]]] = {}
 
     def simple(method: str, **kw: Any):
@@ -317,17 +366,24 @@ def build_steps(args: argparse.Namespace, only: str | None = None):
         model = peft_model(mcfg, p, tok.pad_token_id)
         return model, train_step(model, batch)
 
+    def loop(method: str):
+        def make():
+            model = ours(mcfg, hf, tok, method, p)
+            return model, loop_train_step(model, w_feats, tcfg, pad)
+
+        return make
+
     def search(order: str, hessian: str = "central"):
         def make():
             model = ours(mcfg, hf, tok, "spt", p)
-            return model, search_step(model, order, batch, a_batch, hessian)
+            return model, search_step(model, order, w_feats, a_feats, tcfg, pad, hessian)
 
         return make
 
     makers["prompt_tuning"] = simple("prompt_tuning")
     makers["peft_prompt_tuning"] = peft
     makers["spt_fixed_mid"] = simple("spt_fixed", layers=[mid])
-    makers["deep_prompt"] = simple("deep_prompt")
+    makers["deep_prompt"] = loop("deep_prompt")
     makers["search_first"] = search("first")
     makers["search_second"] = search("second")
     makers["search_second_forward"] = search("second", "forward")
@@ -510,8 +566,8 @@ def markdown(r: dict) -> str:
     names = {
         "P1": "P1 ours / PEFT prompt tuning step",
         "P2": f"P2 spt_fixed (first prompt layer {r['first_prompt_layer_p2']}) / prompt tuning",
-        "P3_first": "P3 search step, first order / deep_prompt step",
-        "P3_second": "P3 search step, second order / deep_prompt step",
+        "P3_first": "P3 loop's search step, first order / deep_prompt loop step",
+        "P3_second": "P3 loop's search step, second order / deep_prompt loop step",
         "P3_second_forward": "P3 the same, search.hessian=forward",
         "P4": "P4 train-step FLOP/s / torch.mm FLOP/s",
         "P6": "P6 retrain epoch without / with cache",

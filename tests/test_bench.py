@@ -10,8 +10,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import bench  # noqa: E402
 
 STEPS = {
     "prompt_tuning",
@@ -58,3 +62,25 @@ def test_bench_quick_reports_every_measure(tmp_path, name):
     assert result["p6_by_layer"] and result["machine"]["threads"] >= 1
     # The markdown table goes to stdout.
     assert "| P1 ours / PEFT prompt tuning step |" in proc.stdout
+
+
+def test_p3_times_the_search_loops_own_step():
+    """P3's search step is the search's BilevelStep (alpha step, then the Trainer's weight step
+    with its schedule and lower-layer cache), not a hand-written copy of it."""
+    from spt_cli.model import load_backbone
+    from spt_cli.model.configs import model_config
+    from spt_cli.search.bilevel import BilevelStep
+
+    mcfg = model_config("tiny-bert")
+    hf, tok = load_backbone(mcfg)
+    model = bench.ours(mcfg, hf, tok, "spt", 4)
+    w_feats, a_feats = (bench.few_shot_features(tok, 4, 16, seed) for seed in (0, 1))
+    step = bench.search_step(model, "first", w_feats, a_feats, bench.loop_config(4), 0)
+    bilevel = step.step_fn
+    assert isinstance(bilevel, BilevelStep)
+    gates = model.gate_probs().clone()
+    step()
+    step()
+    assert bilevel.architect.steps == 2 and bilevel.trainer.scheduler.last_epoch == 2
+    assert bilevel.trainer.cache is not None and bilevel.trainer.cache.hits > 0
+    assert not torch.equal(model.gate_probs(), gates)

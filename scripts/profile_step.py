@@ -34,7 +34,6 @@ import torch
 
 # isort: on
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from spt_cli.backbones import packing
 from spt_cli.model import fast, load_backbone
@@ -169,8 +168,9 @@ def profile(fn: Callable[[], None], steps: int) -> tuple[dict[str, float], float
 
 
 def flops_by_category(fn: Callable[[], None]) -> dict[str, float]:
-    """Matmul FLOPs of one call: mm/addmm (the linear layers), bmm/attention (attention)."""
-    with FlopCounterMode(display=False) as counter:
+    """Matmul FLOPs of one call: mm/addmm (the linear layers), bmm and scaled-dot-product
+    attention (attention)."""
+    with bench.flop_counter() as counter:
         fn()
     out: dict[str, float] = defaultdict(float)
     for op, n in counter.get_flop_counts().get("Global", {}).items():

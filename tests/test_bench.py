@@ -29,7 +29,8 @@ STEPS = {
     "epoch_nocache",
     "epoch_cache",
 }
-RATIOS = {"P1", "P2", "P3_first", "P3_second", "P3_second_forward", "P4", "P6", "e2e_s"}
+RATIOS = {"P1", "P2", "P3_first", "P3_second", "P3_second_forward", "P4", "P6", "P6_of_bound",
+          "e2e_s"}  # fmt: skip
 
 
 # MPNet (relative position bias) and Llama (a decoder: PEFT pools at the last token) too.
@@ -60,6 +61,8 @@ def test_bench_quick_reports_every_measure(tmp_path, name):
         assert result["memory"][name]["saved_mb"] > 0
         assert "peak_rss_mb" in result["memory"][name]  # measured with --rss only
     assert result["p6_by_layer"] and result["machine"]["threads"] >= 1
+    assert result["p6_flop_bound"] > 1  # the cache saves FLOPs
+    assert all(flops["per_step"][name] > 0 for name in ("epoch_nocache", "epoch_cache"))
     # The markdown table goes to stdout.
     assert "| P1 ours / PEFT prompt tuning step |" in proc.stdout
 
@@ -84,3 +87,14 @@ def test_p3_times_the_search_loops_own_step():
     assert bilevel.architect.steps == 2 and bilevel.trainer.scheduler.last_epoch == 2
     assert bilevel.trainer.cache is not None and bilevel.trainer.cache.hits > 0
     assert not torch.equal(model.gate_probs(), gates)
+
+
+def test_flops_count_the_cpu_attention_kernel():
+    """Eval-mode blocks run CPU scaled-dot-product attention, which FlopCounterMode alone
+    counts as 0 FLOPs (P6's bound and the GFLOP/s of eval-mode blocks would be too low)."""
+    q, k, v = (torch.randn(2, 3, 5, 4, requires_grad=True) for _ in range(3))
+    attention = torch.nn.functional.scaled_dot_product_attention
+    with torch.no_grad():
+        forward = bench.count_flops(lambda: attention(q, k, v))
+    assert forward == 2 * (2 * 2 * 3 * 5 * 5 * 4)  # q k^T and probs v
+    assert bench.count_flops(lambda: attention(q, k, v).sum().backward()) > 2 * forward

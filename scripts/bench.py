@@ -255,6 +255,7 @@ def count_flops(fn: Callable[[], None]) -> int:
 
 def saved_mb(model: torch.nn.Module, batch: dict) -> float:
     """MiB of distinct storages autograd saves during one training forward (then backward)."""
+    model.train()  # models share one backbone: the last model run may have left blocks in eval
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,13 @@ Profiles the step bench.py's P4 times (zero_grad, forward, backward, AdamW on on
 full-length rows) and, with ``--epoch``, P6's retrain epochs of ``spt_fixed`` at L/2 without
 and with the lower-layer cache. Every aten op's self time goes to the innermost labelled
 region around it: a module (Linear, LayerNorm, GELU, Dropout, Embedding; labelled here by
-hooks), attention (``packing.attend``), a dropout mask (``fast.keep_mask``), an autograd
-backward node (``AddmmBackward0`` -> linear, ...) or the optimiser; ``bmm``/``softmax`` are
-attention wherever they run. ``overhead`` is the step's wall time outside every aten op
-(Python, the autograd engine, the profiler itself). Unprofiled medians and the matmul FLOP/s
-of the same shapes (bench.py's mm reference) are measured interleaved, so each category's
-GFLOP/s can be set against what ``torch.mm`` reaches.
+hooks), attention (``packing.attend``, ``fast._DropoutAttention``), a dropout mask
+(``fast.keep_mask``), an autograd backward node (``AddmmBackward0`` -> linear, ...) or the
+optimiser; ``bmm``/``softmax`` are attention wherever they run. ``overhead`` is the step's
+wall time outside every aten op (Python, the autograd engine, the profiler itself).
+Unprofiled medians and the matmul FLOP/s of the same shapes (bench.py's mm reference) are
+measured interleaved, so each category's GFLOP/s can be set against what ``torch.mm``
+reaches.
 """
 
 from __future__ import annotations
@@ -47,17 +48,17 @@ MODULES = {  # module type -> category (innermost labelled module wins)
     nn.Dropout: "dropout",  # FastDropout is a subclass
     nn.Embedding: "embed_gather",
 }
-BACKWARD = {  # autograd node name prefix -> category
+NODES = {  # autograd node (backward) or custom Function (forward) name prefix -> category
     "AddmmBackward": "linear",
     "MmBackward": "linear",
     "LinearBackward": "linear",
-    "_DropoutAttentionBackward": "attention",
+    "_DropoutAttention": "attention",  # its forward too: unlabelled when a block runs whole
     "BmmBackward": "attention",
     "SoftmaxBackward": "attention",
     "ScaledDotProduct": "attention",
     "NativeLayerNormBackward": "layer_norm",
     "GeluBackward": "gelu",
-    "_MaskedScaleBackward": "dropout",
+    "_MaskedScale": "dropout",
     "NativeDropoutBackward": "dropout",
     "EmbeddingBackward": "embed_gather",
     "IndexBackward": "embed_gather",
@@ -137,9 +138,9 @@ def category(event: Any) -> str | None:
             return name[len(LABEL) :]
         if name.startswith("Optimizer.") or name.startswith("clip_grad"):
             return "optimizer"
-        backward = name.rsplit(": ", 1)[-1]  # "autograd::engine::evaluate_function: XBackward0"
-        for prefix, cat in BACKWARD.items():
-            if backward.startswith(prefix):
+        node_name = name.rsplit(": ", 1)[-1]  # "autograd::engine::evaluate_function: XBackward0"
+        for prefix, cat in NODES.items():
+            if node_name.startswith(prefix):
                 return cat
         node = node.cpu_parent
     return None

@@ -74,11 +74,13 @@ class FastDropout(nn.Dropout):
         return _MaskedScale.apply(x, float(self.p))
 
 
-def _scaled(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """``x * factor`` written straight into a contiguous tensor: for a strided ``x``, the one
-    pass that replaces the product plus the copy ``matmul`` (or ``contiguous``) would make of
-    it. The values, and so what ``bmm`` reads, are those of the product-then-copy."""
-    return torch.mul(x, factor, out=x.new_empty(x.shape))
+def _scaled(x: torch.Tensor, factor: float, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``x * factor`` written straight into a contiguous tensor (or one laid out as ``like``):
+    for a strided ``x``, the one pass that replaces the product plus the copy ``matmul``,
+    ``contiguous`` or a view's backward would make of it. The values, and so what the next
+    ``bmm`` or ``mm`` reads, are those of the product-then-copy."""
+    out = x.new_empty(x.shape) if like is None else torch.empty_like(like)
+    return torch.mul(x, factor, out=out)
 
 
 class _DropoutAttention(torch.autograd.Function):
@@ -87,8 +89,9 @@ class _DropoutAttention(torch.autograd.Function):
     The output is a [B, H, T, D] view of a contiguous [B, T, H, D] tensor (what the caller's
     ``transpose(1, 2).contiguous()`` then returns without a copy). Each strided operand that
     ``matmul`` would copy is instead written contiguously by the elementwise pass before it
-    (:func:`_scaled`), and the kept mask is converted to float once per backward: the same
-    operands in the same layout, so the same bits, with fewer passes over the activations.
+    (:func:`_scaled`), the gradients of q and k come in their inputs' layout, and the kept
+    mask is converted to float once per backward: the same operands in the same layout, so
+    the same bits, with fewer passes over the activations.
     """
 
     @staticmethod
@@ -117,8 +120,10 @@ class _DropoutAttention(torch.autograd.Function):
         dprobs = torch.matmul(grad, v.transpose(-1, -2)).mul_(keep)
         dscores = torch._softmax_backward_data(dprobs, probs, -1, probs.dtype)
         del dprobs
-        dq = torch.matmul(dscores, k).mul_(ctx.scale)
-        dk = torch.matmul(dscores.transpose(-1, -2), q).mul_(ctx.scale)
+        # In q's and k's own layout (a block's [B, T, H, D] seen as [B, H, T, D]): the
+        # backward of the view that made them from the projection is then a view too.
+        dq = _scaled(torch.matmul(dscores, k), ctx.scale, like=q)
+        dk = _scaled(torch.matmul(dscores.transpose(-1, -2), q), ctx.scale, like=k)
         return dq, dk, dv, None, None, None
 
 

@@ -98,3 +98,19 @@ def test_flops_count_the_cpu_attention_kernel():
         forward = bench.count_flops(lambda: attention(q, k, v))
     assert forward == 2 * (2 * 2 * 3 * 5 * 5 * 4)  # q k^T and probs v
     assert bench.count_flops(lambda: attention(q, k, v).sum().backward()) > 2 * forward
+
+
+def test_profile_step_splits_the_step_time_into_its_categories(tmp_path):
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "profile_step.py"), "--model", "tiny-bert"]
+    cmd += ["--steps", "1", "--batch", "4", "--length", "16", "--epoch", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profiles = json.loads(out.read_text())["profiles"]
+    assert set(profiles) == {"prompt_tuning", "epoch_nocache", "epoch_cache"}
+    for prof in profiles.values():
+        ms = prof["ms"]
+        assert sum(ms.values()) >= prof["profiled_ms"] * 0.999  # every ms is somewhere
+        assert ms["linear"] > 0 and ms["attention"] > 0 and ms["dropout"] > 0
+        assert prof["flops"]["linear"] > 0 and prof["flops"]["attention"] > 0
+    assert "| linear |" in proc.stdout

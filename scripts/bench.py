@@ -3,22 +3,30 @@
     python scripts/bench.py [--model minilm] [--batch 16] [--length 128] [--tokens 10]
         [--warmup 2] [--repeats 7] [--threads N] [--quick] [--rss] [--e2e] [--json out.json]
 
-One process, one backbone, one random batch (full-length rows). Every timed function runs once
-per round; rounds interleave all of them (the order rotates each round) and each figure is the
-median over the rounds after the warm-up ones. Ratios divide medians of the same run, so load
-from other processes on the cores cancels to first order; absolute seconds do not.
+One process, one backbone, random full-length rows. P1, P2 and P4 time a hand-written train
+step (zero_grad, forward, backward, AdamW: as PEFT's examples); P3 times the loop's own steps
+(below). Every timed function runs once per round; rounds interleave all of them (the order
+rotates each round) and each figure is the median over the rounds after the warm-up ones.
+Ratios divide medians of the same run, so load from other processes on the cores cancels to
+first order; absolute seconds do not.
 
 Measured (targets in brackets):
 - P1 ours ``prompt_tuning`` train step / PEFT ``PromptTuningConfig`` train step [<= 0.95]
 - P2 ``spt_fixed`` with its first prompt layer at L/2 / ``prompt_tuning`` [<= 0.6]
-- P3 search step (architect alpha step + weight step) / ``deep_prompt`` step, first order
+- P3 search step / ``deep_prompt`` step, both as the training loop runs them: the search's
+  ``BilevelStep`` (``spt_cli.search.bilevel.build_bilevel``: the architect's alpha step, then
+  ``Trainer.weight_step`` with clipping, LR schedule, accumulation and the lower-layer cache)
+  against ``Trainer.weight_step`` of ``deep_prompt``, over a 16-shot-sized split (D_w and
+  D_alpha of one batch each) and the shipped ``conf/trainer/default.yaml``; first order
   [<= 2.1] and second order [<= 4.5], with DARTS' central finite difference (the default) and
   with the one-sided one (``search.hessian=forward``, one pass fewer)
 - P4 achieved matmul FLOP/s of a train step (FLOPs counted by torch's FlopCounterMode over the
   ops that actually run, forward and backward) / FLOP/s of plain fp32 ``torch.mm`` of the
   backbone's shapes timed in the same rounds [>= 0.6]
 - P6 few-shot retrain epoch (2 batches) of ``spt_fixed`` at L/2 without / with the cache of
-  lower-layer states [>= 3]; ``p6_by_layer`` repeats it for every first prompt layer
+  lower-layer states [>= 3]; ``p6_by_layer`` repeats it for every first prompt layer;
+  ``P6_of_bound`` divides it by its FLOP bound, the epoch's FLOPs without / with the cache
+  (``p6_flop_bound``) [>= 0.9]
 - memory: ``saved_mb`` = bytes of the distinct tensors autograd saves in one training forward
   (the activation memory a step holds until backward); with ``--rss``, ``peak_rss_mb`` = the
   peak resident memory of a fresh process during two train steps, above its resident memory
@@ -29,6 +37,7 @@ Measured (targets in brackets):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -46,7 +55,7 @@ import spt_cli  # noqa: F401 - first: sets OMP_WAIT_POLICY before torch loads Op
 import torch
 
 # isort: on
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from spt_cli.backbones.loading import pretrained_source
 from spt_cli.model import build_model, load_backbone
@@ -61,6 +70,7 @@ TARGETS = {
     "P3_second_forward": ("<=", 4.5),
     "P4": (">=", 0.6),
     "P6": (">=", 3.0),
+    "P6_of_bound": (">=", 0.9),
     "e2e_s": ("<=", 180.0),
 }
 TASK = TaskInfo("bench", 2, None, False, ["a", "b"])  # classifier head on every backbone
@@ -131,32 +141,70 @@ def train_step(model: torch.nn.Module, batch: dict) -> Callable[[], None]:
     return step
 
 
+def loop_config(batch: int) -> Any:
+    """The shipped trainer config (``conf/trainer/default.yaml``: AdamW, clipping, warm-up and
+    decay over 100 steps) at ``batch`` rows a step; nothing evaluated, logged or saved."""
+    from omegaconf import OmegaConf
+
+    from spt_cli.config import read_config_file
+
+    tcfg = read_config_file("trainer", "default")
+    return OmegaConf.merge(tcfg, {"batch_size": batch, "eval_every": 0, "checkpoint_every": 0})
+
+
+def loop_options(tcfg: Any, pad: int, name: str) -> dict[str, Any]:
+    """Keyword options of a Trainer that never writes (the timed steps do not log or save)."""
+    from spt_cli.runlog import RunLogger
+
+    where = Path(tempfile.gettempdir()) / "spt-bench-unused" / name
+    return dict(
+        task=TASK, tcfg=tcfg, seed=0, pad_token_id=pad, logger=RunLogger(where),
+        checkpoint_path=where / "ckpt.pt", progress=False,
+    )  # fmt: skip
+
+
+class Counted:
+    """``step_fn(0)``, ``step_fn(1)``, ... one per call, as ``Trainer.fit`` calls it (the step
+    index moves the schedule and the batches on)."""
+
+    def __init__(self, model: torch.nn.Module, step_fn: Callable[[int], Any]) -> None:
+        self.model, self.step_fn, self.steps = model, step_fn, itertools.count()
+
+    def __call__(self) -> None:
+        self.model.train()  # models share one backbone: restore this one's train/eval split
+        self.step_fn(next(self.steps))
+
+
+def loop_train_step(model: Any, feats: list[dict], tcfg: Any, pad: int) -> Callable[[], None]:
+    """The training loop's own step (``Trainer.weight_step``: AdamW, gradient clipping, LR
+    schedule, accumulation, the lower-layer cache) on ``feats``."""
+    from spt_cli.train.loop import Trainer
+
+    opts = loop_options(tcfg, pad, "train")
+    trainer = Trainer(model, train_features=feats, dev_features=None, phase="train", **opts)
+    return Counted(model, trainer.weight_step)
+
+
 def search_step(
-    model: Any, order: str, w_batch: dict, a_batch: dict, hessian: str = "central"
+    model: Any,
+    order: str,
+    w_feats: list[dict],
+    a_feats: list[dict],
+    tcfg: Any,
+    pad: int,
+    hessian: str = "central",
 ) -> Callable[[], None]:
-    """One SPT-DARTS step as the loop runs it: the architect's alpha step on D_alpha, then the
-    weight step on D_w (gate grads dropped)."""
+    """One search step as ``spt-run search`` runs it (``spt_cli.search.bilevel.build_bilevel``):
+    the architect's alpha step on a D_alpha batch, then the Trainer's weight step on D_w."""
     from omegaconf import OmegaConf
 
     from spt_cli.config import primary_defaults
-    from spt_cli.search.architect import Architect
+    from spt_cli.search.bilevel import build_bilevel
 
-    scfg = OmegaConf.merge(
-        primary_defaults("search"), {"order": order, "alpha_lr": 0.05, "hessian": hessian}
-    )
-    arch = Architect(model, scfg, weight_lr=1e-3)
-    opt = adamw(model, list(model.weight_parameters()))
-
-    def step() -> None:
-        model.train()
-        arch.step([w_batch], a_batch, 0, 100)
-        opt.zero_grad(set_to_none=True)
-        model(**w_batch)["loss"].backward()
-        for p in model.gate_parameters():
-            p.grad = None
-        opt.step()
-
-    return step
+    scfg = OmegaConf.merge(primary_defaults("search"), {"order": order, "hessian": hessian})
+    opts = loop_options(tcfg, pad, f"search_{order}_{hessian}")
+    bilevel = build_bilevel(model, w_features=w_feats, alpha_features=a_feats, scfg=scfg, **opts)
+    return Counted(model, bilevel)
 
 
 def mm_reference(model_cfg: Any, batch: int, seq: int) -> tuple[Callable[[], None], float]:
@@ -177,15 +225,37 @@ def mm_reference(model_cfg: Any, batch: int, seq: int) -> tuple[Callable[[], Non
     return run, flops
 
 
+def _cpu_flash(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's FlopCounterMode knows the GPU attention kernels only: without these, the CPU kernel
+# that eval-mode blocks (evaluation, the frozen blocks below a prompt) run counts 0 FLOPs.
+FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_backward,
+}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that also counts CPU scaled-dot-product attention."""
+    return FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
+
+
 def count_flops(fn: Callable[[], None]) -> int:
     """Matmul FLOPs (mm, addmm, bmm, attention) of one call, forward and backward."""
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         fn()
     return int(counter.get_total_flops())
 
 
 def saved_mb(model: torch.nn.Module, batch: dict) -> float:
     """MiB of distinct storages autograd saves during one training forward (then backward)."""
+    model.train()  # models share one backbone: the last model run may have left blocks in eval
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -302,8 +372,12 @@ def build_steps(args: argparse.Namespace, only: str | None = None):
     num_layers = int(hf.config.num_hidden_layers)
     mid = num_layers // 2
     batch = make_batch(tok, args.batch, args.length, 0)
-    a_batch = make_batch(tok, args.batch, args.length, 1)
     p = args.tokens
+    # The loop's steps (P3): a 16-shot binary search's split, D_w and D_alpha of one batch each.
+    pad = int(tok.pad_token_id or 0)
+    w_feats = few_shot_features(tok, args.batch, args.length, 0)
+    a_feats = few_shot_features(tok, args.batch, args.length, 1)
+    tcfg = loop_config(args.batch)
     makers: dict[str, Callable[[], tuple[Any, Callable[[], None]]]] = {}
 
     def simple(method: str, **kw: Any):
@@ -317,17 +391,24 @@ def build_steps(args: argparse.Namespace, only: str | None = None):
         model = peft_model(mcfg, p, tok.pad_token_id)
         return model, train_step(model, batch)
 
+    def loop(method: str):
+        def make():
+            model = ours(mcfg, hf, tok, method, p)
+            return model, loop_train_step(model, w_feats, tcfg, pad)
+
+        return make
+
     def search(order: str, hessian: str = "central"):
         def make():
             model = ours(mcfg, hf, tok, "spt", p)
-            return model, search_step(model, order, batch, a_batch, hessian)
+            return model, search_step(model, order, w_feats, a_feats, tcfg, pad, hessian)
 
         return make
 
     makers["prompt_tuning"] = simple("prompt_tuning")
     makers["peft_prompt_tuning"] = peft
     makers["spt_fixed_mid"] = simple("spt_fixed", layers=[mid])
-    makers["deep_prompt"] = simple("deep_prompt")
+    makers["deep_prompt"] = loop("deep_prompt")
     makers["search_first"] = search("first")
     makers["search_second"] = search("second")
     makers["search_second_forward"] = search("second", "forward")
@@ -408,8 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     med = {n: t["median_s"] for n, t in timing.items()}
 
     flops = {name: count_flops(fn) for name, fn in steps.items()}
+    for name in ("epoch_nocache", "epoch_cache"):  # P6's FLOP bound: the FLOPs the cache saves
+        if name in fns:
+            flops[name] = count_flops(fns[name])
     mm_rate = mm_flops / med["mm_reference"]
-    achieved = {name: flops[name] / med[name] for name in steps}
+    achieved = {name: flops[name] / med[name] for name in flops}
     memory: dict[str, dict[str, float | None]] = {}
     for name in steps:  # search: the weight step's forward (spt with every candidate layer)
         memory[name] = {"saved_mb": round(saved_mb(models[name], batch), 1)}
@@ -429,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         "P4": achieved["prompt_tuning"] / mm_rate,
         "P6": ratio("epoch_nocache", "epoch_cache"),
     }
+    p6_bound = flops["epoch_nocache"] / flops["epoch_cache"] if "epoch_cache" in flops else None
+    ratios["P6_of_bound"] = ratios["P6"] / p6_bound if ratios["P6"] and p6_bound else None
     p6_by_layer = {
         str(layer): ratio(
             "epoch_nocache" if layer == mid else f"epoch_nocache_l{layer}",
@@ -467,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "ratios": ratios,
         "p6_by_layer": p6_by_layer,
+        "p6_flop_bound": p6_bound,
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
         "met": {k: _met(k, v) for k, v in ratios.items()},
         "memory": memory,
@@ -514,11 +601,12 @@ def markdown(r: dict) -> str:
     names = {
         "P1": "P1 ours / PEFT prompt tuning step",
         "P2": f"P2 spt_fixed (first prompt layer {r['first_prompt_layer_p2']}) / prompt tuning",
-        "P3_first": "P3 search step, first order / deep_prompt step",
-        "P3_second": "P3 search step, second order / deep_prompt step",
+        "P3_first": "P3 loop's search step, first order / deep_prompt loop step",
+        "P3_second": "P3 loop's search step, second order / deep_prompt loop step",
         "P3_second_forward": "P3 the same, search.hessian=forward",
         "P4": "P4 train-step FLOP/s / torch.mm FLOP/s",
         "P6": "P6 retrain epoch without / with cache",
+        "P6_of_bound": "P6 / its FLOP bound (epoch FLOPs without / with cache)",
         "e2e_s": "e2e spt-run search rte 16-shot (s)",
     }
     for key, label in names.items():

@@ -10,8 +10,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import bench  # noqa: E402
 
 STEPS = {
     "prompt_tuning",
@@ -25,7 +29,8 @@ STEPS = {
     "epoch_nocache",
     "epoch_cache",
 }
-RATIOS = {"P1", "P2", "P3_first", "P3_second", "P3_second_forward", "P4", "P6", "e2e_s"}
+RATIOS = {"P1", "P2", "P3_first", "P3_second", "P3_second_forward", "P4", "P6", "P6_of_bound",
+          "e2e_s"}  # fmt: skip
 
 
 # MPNet (relative position bias) and Llama (a decoder: PEFT pools at the last token) too.
@@ -56,5 +61,56 @@ def test_bench_quick_reports_every_measure(tmp_path, name):
         assert result["memory"][name]["saved_mb"] > 0
         assert "peak_rss_mb" in result["memory"][name]  # measured with --rss only
     assert result["p6_by_layer"] and result["machine"]["threads"] >= 1
+    assert result["p6_flop_bound"] > 1  # the cache saves FLOPs
+    assert all(flops["per_step"][name] > 0 for name in ("epoch_nocache", "epoch_cache"))
     # The markdown table goes to stdout.
     assert "| P1 ours / PEFT prompt tuning step |" in proc.stdout
+
+
+def test_p3_times_the_search_loops_own_step():
+    """P3's search step is the search's BilevelStep (alpha step, then the Trainer's weight step
+    with its schedule and lower-layer cache), not a hand-written copy of it."""
+    from spt_cli.model import load_backbone
+    from spt_cli.model.configs import model_config
+    from spt_cli.search.bilevel import BilevelStep
+
+    mcfg = model_config("tiny-bert")
+    hf, tok = load_backbone(mcfg)
+    model = bench.ours(mcfg, hf, tok, "spt", 4)
+    w_feats, a_feats = (bench.few_shot_features(tok, 4, 16, seed) for seed in (0, 1))
+    step = bench.search_step(model, "first", w_feats, a_feats, bench.loop_config(4), 0)
+    bilevel = step.step_fn
+    assert isinstance(bilevel, BilevelStep)
+    gates = model.gate_probs().clone()
+    step()
+    step()
+    assert bilevel.architect.steps == 2 and bilevel.trainer.scheduler.last_epoch == 2
+    assert bilevel.trainer.cache is not None and bilevel.trainer.cache.hits > 0
+    assert not torch.equal(model.gate_probs(), gates)
+
+
+def test_flops_count_the_cpu_attention_kernel():
+    """Eval-mode blocks run CPU scaled-dot-product attention, which FlopCounterMode alone
+    counts as 0 FLOPs (P6's bound and the GFLOP/s of eval-mode blocks would be too low)."""
+    q, k, v = (torch.randn(2, 3, 5, 4, requires_grad=True) for _ in range(3))
+    attention = torch.nn.functional.scaled_dot_product_attention
+    with torch.no_grad():
+        forward = bench.count_flops(lambda: attention(q, k, v))
+    assert forward == 2 * (2 * 2 * 3 * 5 * 5 * 4)  # q k^T and probs v
+    assert bench.count_flops(lambda: attention(q, k, v).sum().backward()) > 2 * forward
+
+
+def test_profile_step_splits_the_step_time_into_its_categories(tmp_path):
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "profile_step.py"), "--model", "tiny-bert"]
+    cmd += ["--steps", "1", "--batch", "4", "--length", "16", "--epoch", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profiles = json.loads(out.read_text())["profiles"]
+    assert set(profiles) == {"prompt_tuning", "epoch_nocache", "epoch_cache"}
+    for prof in profiles.values():
+        ms = prof["ms"]
+        assert sum(ms.values()) >= prof["profiled_ms"] * 0.999  # every ms is somewhere
+        assert ms["linear"] > 0 and ms["attention"] > 0 and ms["dropout"] > 0
+        assert prof["flops"]["linear"] > 0 and prof["flops"]["attention"] > 0
+    assert "| linear |" in proc.stdout

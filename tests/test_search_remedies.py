@@ -11,8 +11,9 @@ from conftest import FakeGatedModel, fake_features, search_cfg, trainer_cfg
 from spt_cli.data import collate, get_task
 from spt_cli.runlog import RunLogger, read_metrics
 from spt_cli.search.architect import Architect
-from spt_cli.search.bilevel import ablation_scores, run_search
+from spt_cli.search.bilevel import ablation_scores, build_bilevel, run_search
 from spt_cli.search.diagnostics import MixMeter, diagnose, separation, warning
+from spt_cli.train.checkpoint import trainable_state
 from spt_cli.train.loop import Trainer
 
 TASK = get_task("rte")
@@ -25,21 +26,24 @@ def _model() -> FakeGatedModel:
     return model
 
 
-def _search(tmp_path, model=None, steps=6, **options):
-    model = model or _model()
-    result = run_search(
-        model,
+def _options(tmp_path, steps=6, tcfg=None, **options) -> dict:
+    return dict(
         task=TASK,
         w_features=fake_features(16, seed=0),
         alpha_features=fake_features(16, seed=1),
         scfg=search_cfg(budget=1, alpha_lr=0.2, **options),
-        tcfg=trainer_cfg(max_steps=steps, eval_every=0),
+        tcfg=tcfg or trainer_cfg(max_steps=steps, eval_every=0),
         seed=3,
         pad_token_id=0,
         logger=RunLogger(tmp_path),
         checkpoint_path=tmp_path / "search.pt",
         progress=False,
     )
+
+
+def _search(tmp_path, model=None, steps=6, **options):
+    model = model or _model()
+    result = run_search(model, **_options(tmp_path, steps, **options))
     return model, result
 
 
@@ -173,3 +177,32 @@ def test_ablation_needs_no_trainer_state_beyond_its_batches(tmp_path):
     )  # fmt: skip
     scores = ablation_scores(model, trainer, fake_features(8, seed=4))
     assert set(scores) == {1, 2, 3} and model.fixed is None  # the override is undone
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_build_bilevel_steps_by_hand_train_as_run_search(tmp_path, order):
+    """What scripts/bench.py times (build_bilevel's step called directly) is the search's own
+    step: four steps by hand leave the gates and weights of a four-step run_search, bit for
+    bit (dropout on, two micro-batches a step, clipping and the schedule of the Trainer)."""
+    tcfg = trainer_cfg(max_steps=4, eval_every=0, grad_accum=2, max_grad_norm=0.5)
+    states = []
+    for by_hand in (False, True):
+        torch.manual_seed(0)
+        model = FakeGatedModel()
+        options = _options(tmp_path / str(by_hand), tcfg=tcfg, order=order)
+        torch.manual_seed(1)
+        if by_hand:
+            step = build_bilevel(model, **options)
+            assert step.trainer.phase == "search" and not step.trainer.select_on_dev
+            assert step.architect.budget == 1 and step.trainer.total == 4
+            model.train()
+            for i in range(4):
+                step(i)
+        else:
+            run_search(model, **options)
+        states.append((model.gate_probs(), trainable_state(model)))
+    (gates, weights), (gates_hand, weights_hand) = states
+    assert torch.equal(gates, gates_hand)
+    assert weights.keys() == weights_hand.keys()
+    for key in weights:
+        assert torch.equal(weights[key], weights_hand[key]), key

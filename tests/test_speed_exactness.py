@@ -516,6 +516,42 @@ def test_dropout_attention_matches_its_autograd_reference(masked):
         torch.testing.assert_close(a, b)
 
 
+def _unfused_dropout_attention(q, k, v, p, scale, grad):
+    """The attention step by step as it ran before its passes were fused: each product in a
+    new (strided) tensor, matmul copying the strided operands itself."""
+    torch.manual_seed(1)
+    probs = torch.softmax(torch.matmul(q * scale, k.transpose(-1, -2)), -1)
+    keep = fast.keep_mask(probs, p)
+    out = torch.matmul(probs * keep, v).mul_(1.0 / (1.0 - p)).transpose(1, 2).contiguous()
+    g = grad.transpose(1, 2) * (1.0 / (1.0 - p))
+    dv = torch.matmul((probs * keep).transpose(-1, -2), g)
+    dprobs = torch.matmul(g, v.transpose(-1, -2)).mul_(keep)
+    dscores = torch._softmax_backward_data(dprobs, probs, -1, probs.dtype)
+    dq = torch.matmul(dscores, k).mul_(scale)
+    dk = torch.matmul(dscores.transpose(-1, -2), q).mul_(scale)
+    return out, (dq, dk, dv)
+
+
+@pytest.mark.parametrize("queries", [9, 1])  # every position; the pruned last block's one
+def test_dropout_attention_gives_the_bits_of_its_unfused_passes(queries):
+    # q, k, v strided as a block hands them over ([B, T, H, D] transposed to [B, H, T, D]).
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(3, queries, 4, 8, generator=gen).transpose(1, 2).requires_grad_()
+    k, v = (torch.randn(3, 9, 4, 8, generator=gen).transpose(1, 2) for _ in range(2))
+    k.requires_grad_()
+    v.requires_grad_()
+    grad = torch.randn(3, queries, 4, 8, generator=gen)
+    torch.manual_seed(1)
+    out = fast._DropoutAttention.apply(q, k, v, None, 0.1, 8**-0.5).transpose(1, 2)
+    assert out.is_contiguous()  # the caller's .contiguous() copies nothing
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    with torch.no_grad():
+        want_out, want = _unfused_dropout_attention(q, k, v, 0.1, 8**-0.5, grad)
+    assert torch.equal(out, want_out)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-roberta", "tiny-gpt2", "tiny-llama"])
 def test_installed_dropout_leaves_eval_outputs_bit_identical(name):
     hf, tok = load_backbone(model_config(name))

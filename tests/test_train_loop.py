@@ -224,3 +224,25 @@ def test_weight_step_on_prefetched_batches_is_the_same_step(tmp_path):
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_the_foreach_adamw_updates_as_the_per_tensor_loop():
+    """build_optimizer's foreach AdamW (fewer passes) gives the bits of torch's CPU default."""
+    from spt_cli.train.loop import build_optimizer
+
+    states = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        model = FakeGatedModel()
+        opt = build_optimizer(model, trainer_cfg(weight_decay=0.01))
+        assert all(g["foreach"] for g in opt.param_groups)
+        for group in opt.param_groups:
+            group["foreach"] = foreach
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for param in model.weight_parameters():
+                param.grad = torch.randn(param.shape, generator=gen)
+            opt.step()
+        states.append(trainable_state(model))
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key

@@ -74,12 +74,29 @@ class FastDropout(nn.Dropout):
         return _MaskedScale.apply(x, float(self.p))
 
 
+def _scaled(x: torch.Tensor, factor: float, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``x * factor`` written straight into a contiguous tensor (or one laid out as ``like``):
+    for a strided ``x``, the one pass that replaces the product plus the copy ``matmul``,
+    ``contiguous`` or a view's backward would make of it. The values, and so what the next
+    ``bmm`` or ``mm`` reads, are those of the product-then-copy."""
+    out = x.new_empty(x.shape) if like is None else torch.empty_like(like)
+    return torch.mul(x, factor, out=out)
+
+
 class _DropoutAttention(torch.autograd.Function):
-    """softmax(q k^T * scale + mask) with dropout, times v; q, k, v as [B, H, T, D]."""
+    """softmax(q k^T * scale + mask) with dropout, times v; q, k, v as [B, H, T, D].
+
+    The output is a [B, H, T, D] view of a contiguous [B, T, H, D] tensor (what the caller's
+    ``transpose(1, 2).contiguous()`` then returns without a copy). Each strided operand that
+    ``matmul`` would copy is instead written contiguously by the elementwise pass before it
+    (:func:`_scaled`), the gradients of q and k come in their inputs' layout, and the kept
+    mask is converted to float once per backward: the same operands in the same layout, so
+    the same bits, with fewer passes over the activations.
+    """
 
     @staticmethod
     def forward(ctx: Any, q, k, v, mask, p: float, scale: float) -> torch.Tensor:
-        scores = torch.matmul(q * scale, k.transpose(-1, -2))
+        scores = torch.matmul(_scaled(q, scale), k.transpose(-1, -2))
         if mask is not None:
             if mask.dtype == torch.bool:
                 scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
@@ -88,7 +105,8 @@ class _DropoutAttention(torch.autograd.Function):
         probs = torch.softmax(scores, -1)
         del scores
         keep = keep_mask(probs, p)
-        out = torch.matmul(probs * keep, v).mul_(1.0 / (1.0 - p))
+        out = torch.matmul(probs * keep, v).transpose(1, 2)  # [B, T, H, D], strided
+        out = _scaled(out, 1.0 / (1.0 - p)).transpose(1, 2)  # contiguous [B, T, H, D] below
         ctx.save_for_backward(q, k, v, probs, keep)
         ctx.p, ctx.scale = p, scale
         return out
@@ -96,13 +114,16 @@ class _DropoutAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         q, k, v, probs, keep = ctx.saved_tensors
-        grad = grad * (1.0 / (1.0 - ctx.p))
+        keep = keep.to(probs.dtype)  # int16 -> float once, not at each of its two products
+        grad = _scaled(grad, 1.0 / (1.0 - ctx.p))  # contiguous: both matmuls read it as is
         dv = torch.matmul((probs * keep).transpose(-1, -2), grad)
         dprobs = torch.matmul(grad, v.transpose(-1, -2)).mul_(keep)
         dscores = torch._softmax_backward_data(dprobs, probs, -1, probs.dtype)
         del dprobs
-        dq = torch.matmul(dscores, k).mul_(ctx.scale)
-        dk = torch.matmul(dscores.transpose(-1, -2), q).mul_(ctx.scale)
+        # In q's and k's own layout (a block's [B, T, H, D] seen as [B, H, T, D]): the
+        # backward of the view that made them from the projection is then a view too.
+        dq = _scaled(torch.matmul(dscores, k), ctx.scale, like=q)
+        dk = _scaled(torch.matmul(dscores.transpose(-1, -2), q), ctx.scale, like=k)
         return dq, dk, dv, None, None, None
 
 

@@ -119,7 +119,7 @@ class BilevelStep:
         self.weights_frozen_at = state.get("weights_frozen_at")
 
 
-def run_search(
+def build_bilevel(
     model: SearchableModel,
     *,
     task: Any,
@@ -134,8 +134,11 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     lower_stores: LowerStateStores | None = None,
-) -> SearchResult:
-    """Search the gates of ``model`` on D_w (``w_features``) and D_alpha (``alpha_features``)."""
+) -> BilevelStep:
+    """The search's step over ``model`` as :func:`run_search` runs it: the architect (gate
+    optimiser, budget K, D_alpha class weights), the Trainer of the weights on D_w (AdamW,
+    clipping, schedule, accumulation, lower-layer cache) and the D_alpha stream.
+    ``step(i)`` is search step i; ``step.trainer.fit(step)`` runs the whole search."""
     budget = search_budget(scfg, model.candidate_layers, model.num_layers)
     weights = alpha_class_weights(scfg, task, alpha_features)
     architect = Architect(
@@ -159,7 +162,43 @@ def run_search(
         lower_stores=lower_stores,
     )
     alpha_stream = BatchStream(alpha_features, int(tcfg.batch_size), seed + 1, pad_token_id)
-    bilevel = BilevelStep(architect, trainer, alpha_stream, scfg)
+    return BilevelStep(architect, trainer, alpha_stream, scfg)
+
+
+def run_search(
+    model: SearchableModel,
+    *,
+    task: Any,
+    w_features: Sequence[dict],
+    alpha_features: Sequence[dict],
+    scfg: Any,
+    tcfg: Any,
+    seed: int,
+    pad_token_id: int,
+    logger: RunLogger,
+    checkpoint_path: Path,
+    resume: bool = False,
+    progress: bool = True,
+    lower_stores: LowerStateStores | None = None,
+) -> SearchResult:
+    """Search the gates of ``model`` on D_w (``w_features``) and D_alpha (``alpha_features``)."""
+    bilevel = build_bilevel(
+        model,
+        task=task,
+        w_features=w_features,
+        alpha_features=alpha_features,
+        scfg=scfg,
+        tcfg=tcfg,
+        seed=seed,
+        pad_token_id=pad_token_id,
+        logger=logger,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        progress=progress,
+        lower_stores=lower_stores,
+    )
+    architect, trainer = bilevel.architect, bilevel.trainer
+    budget = int(architect.budget)
     # Checkpointed under "architect": the key search checkpoints have always used.
     trainer.fit(bilevel, state={"architect": bilevel})
     probs = {int(layer): float(p) for layer, p in zip(model.candidate_layers, model.gate_probs())}

@@ -108,7 +108,12 @@ def build_optimizer(model: TrainableModel, tcfg: Any) -> torch.optim.Optimizer:
         {"params": [p for p in weights if id(p) in backbone_ids], "lr": float(tcfg.backbone_lr)},
     ]
     groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
+    # foreach: the same update as torch's CPU default (a loop over the tensors), bit for bit,
+    # in fewer passes (fine-tuning's 22M MiniLM weights: 86 instead of 106 ms a step);
+    # fused=True would be faster still but rounds differently.
+    return torch.optim.AdamW(
+        groups, lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay), foreach=True
+    )
 
 
 class _StopFlag:

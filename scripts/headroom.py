@@ -87,12 +87,12 @@ def rule_rows(controls: dict, searches: dict, source: str) -> list[tuple[str, li
         "last K": last_k,
         "middle K": middle_k,
         f"SPT-DARTS kept ({source})": kept,
-        "best of last K, middle K on dev": lambda c: pick_on_dev(c, [middle_k(c), last_k(c)]),
+        "best of last K, middle K on dev": lambda c: pick_on_dev(c, [last_k(c), middle_k(c)]),
         "best of last K, searched on dev": lambda c: (
-            kept(c) and pick_on_dev(c, [kept(c), last_k(c)])
+            kept(c) and pick_on_dev(c, [last_k(c), kept(c)])
         ),
         "best of last K, middle K, searched on dev": (
-            lambda c: kept(c) and pick_on_dev(c, [kept(c), middle_k(c), last_k(c)])
+            lambda c: kept(c) and pick_on_dev(c, [last_k(c), middle_k(c), kept(c)])
         ),
         "best on dev (every subset: the ceiling)": best_on_dev,
     }

@@ -68,7 +68,8 @@ DEFAULT_LAYERS = ("upper", "all", "middle", "random", "given")
 # Keys that say which stage runs a method and how its layers are chosen, not what a model with
 # concrete layers computes (spt_cli.jobs leaves them out of fingerprints at shipped values).
 ROLE_KEYS = ("stage", "retrain_as", "default_layers")
-# controls.include: named layer sets the controls stage retrains beside its sample of subsets.
+# Named layer sets (spt_cli.search.select.NAMED_SETS): controls.include retrains them beside a
+# sample of subsets; search.keep_best_of retrains them beside the searched set (best on dev kept).
 CONTROL_SETS = ("last_k", "middle_k")
 
 
@@ -242,6 +243,7 @@ RULES: dict[str, Rule] = {
     "table.seeds": IntList("[13,21]"),
     "controls.max_subsets": Num("20", low=1, integer=True),
     "controls.include": Choices(CONTROL_SETS),
+    "search.keep_best_of": Choices(CONTROL_SETS),
     **{f"search.{k}": Choice(v) for k, v in SEARCH_CHOICES.items()},
 }
 

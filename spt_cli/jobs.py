@@ -67,6 +67,7 @@ INTRODUCED = {
     ("search", "fallback"): ("none", ("search",)),
     ("search", "alpha_loss"): ("mean", ("search",)),
     ("controls", "include"): ([], ("controls",)),
+    ("search", "keep_best_of"): ([], ("search",)),
 }
 
 

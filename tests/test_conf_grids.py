@@ -53,9 +53,11 @@ def test_search_variant_is_its_overrides(name: str) -> None:
 
 def test_search_variant_matches_a_committed_record() -> None:
     # results/search_study/centred/sst2/spt/search-16shot-seed13-1126f78e73ed.json: searched
-    # before search.fallback existed, i.e. with fallback=none; today's default is another job
+    # before search.fallback and search.keep_best_of existed, i.e. with fallback=none and
+    # keep_best_of=[]; today's defaults are another job
     centred = [*STUDY, "search_variant=centred"]
-    assert _fingerprint([*centred, "search.fallback=none"]) == "1126f78e73ed"
+    old = [*centred, "search.fallback=none", "search.keep_best_of=[]"]
+    assert _fingerprint(old) == "1126f78e73ed"
     assert _fingerprint(centred) != "1126f78e73ed"
 
 
@@ -113,9 +115,9 @@ def test_grid_job_is_the_former_command(job) -> None:
          "59f05a753d51"),
         ("grid_fewshot_finetune", "train",
          ["method=finetune", "trainer.backbone_lr=2e-5", "trainer.max_steps=300"], "07a14172a2d3"),
-        # searched before search.fallback existed: the job of fallback=none
-        ("grid_fewshot_spt", "search", ["method=spt", "trainer.lr=5e-3", "search.fallback=none"],
-         "97847e3bc668"),
+        # searched before search.fallback and keep_best_of existed: fallback=none, keep none
+        ("grid_fewshot_spt", "search", ["method=spt", "trainer.lr=5e-3", "search.fallback=none",
+                                        "search.keep_best_of=[]"], "97847e3bc668"),
     ],
 )  # fmt: skip
 def test_grid_job_matches_a_committed_record(name, stage, overrides, fp) -> None:

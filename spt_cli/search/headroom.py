@@ -164,11 +164,13 @@ def signals_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def pick_on_dev(control: dict[str, Any], sets: Sequence[Sequence[int] | None]) -> list[int] | None:
-    """The retrained set among ``sets`` with the best dev (ties: the later in ``sets``): a
-    rule that pays one retrain per set and chooses on dev, never on test."""
-    found = [(lookup(control, s)["dev"], i, list(s)) for i, s in enumerate(sets)
-             if s and lookup(control, s) is not None]  # fmt: skip
-    return max(found)[2] if found else None
+    """The retrained set among ``sets`` with the best dev (ties: the earlier in ``sets``, as
+    ``search.keep_best_of`` breaks them): a rule that pays one retrain per set and chooses on
+    dev, never on test. Sets that are None or not retrained are passed over."""
+    found = [list(s) for s in sets if s and lookup(control, s) is not None]
+    if not found:
+        return None
+    return found[select.keep_best([lookup(control, s)["dev"] for s in found])]
 
 
 def versus_last_k(entries: list[dict], controls: dict[TaskSeed, dict]) -> tuple[int, int, int]:

@@ -31,6 +31,24 @@ def middle_k(candidates: Sequence[int], budget: int) -> list[int]:
     return min(windows, key=lambda w: (abs(sum(w) / k - middle), -w[0]))
 
 
+# The named layer sets (config.CONTROL_SETS) a controls run retrains beside its sample and a
+# search compares with its own selection (search.keep_best_of).
+NAMED_SETS = {"last_k": last_k, "middle_k": middle_k}
+
+
+def named_sets(
+    names: Sequence[str], candidates: Sequence[int], budget: int
+) -> list[tuple[str, list[int]]]:
+    """``(name, layers)`` of each named set, in the order given."""
+    return [(str(name), NAMED_SETS[str(name)](candidates, budget)) for name in names]
+
+
+def keep_best(devs: Sequence[float]) -> int:
+    """The index of the best dev score, ties to the earliest: a rule that retrains a few sets
+    and chooses among them on dev (never on test) lists them in order of preference."""
+    return max(range(len(devs)), key=lambda i: (devs[i], -i))
+
+
 def choose_layers(
     *,
     select: str,

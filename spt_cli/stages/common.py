@@ -89,6 +89,17 @@ def build(cfg: DictConfig, method_cfg: DictConfig, s: Setup):
     )
 
 
+def candidates_and_budget(cfg: DictConfig, s: Setup) -> tuple[list[int], int]:
+    """The blocks a search may prompt (``method.layers`` resolved on this backbone) and its
+    budget K (``search.budget``, or about a third of the blocks)."""
+    from spt_cli.model import make_adapter, resolve_method
+    from spt_cli.search.bilevel import search_budget
+
+    num_layers = make_adapter(s.backbone, str(cfg.model.family)).num_layers
+    candidates = resolve_method(cfg.method, num_layers, str(cfg.model.name)).layers
+    return candidates, search_budget(cfg.search, candidates, num_layers)
+
+
 def encode_split(cfg: DictConfig, s: Setup, examples, head: str) -> list[dict]:
     """Tokenise examples for ``head``; rows as dicts for the batch streams."""
     from spt_cli.data import encode

@@ -13,16 +13,14 @@ from omegaconf import DictConfig
 from spt_cli.config import to_plain
 from spt_cli.files import write_json
 from spt_cli.plots import plot_controls
-from spt_cli.stages.common import logger_for, say, setup
+from spt_cli.stages.common import candidates_and_budget, logger_for, say, setup
 from spt_cli.stages.selection import searched_layers
 from spt_cli.stages.train import fit_and_test
 
 
 def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
     """Retrain the subsets a record lacks, print them best first, rank a searched set."""
-    from spt_cli.model import make_adapter, resolve_method
     from spt_cli.model.methods import ROLE_KEYS, check_stage, retrain_method
-    from spt_cli.search.bilevel import search_budget
     from spt_cli.search.controls import ControlRecord, layer_subsets, subset_key
 
     t0 = time.time()
@@ -31,9 +29,7 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, "controls", s.task.name)
     try:
-        num_layers = make_adapter(s.backbone, str(cfg.model.family)).num_layers
-        candidates = resolve_method(cfg.method, num_layers, str(cfg.model.name)).layers
-        k = search_budget(cfg.search, candidates, num_layers)
+        candidates, k = candidates_and_budget(cfg, s)
         subsets = layer_subsets(candidates, k, int(cfg.controls.max_subsets), int(cfg.seed))
         identity = {
             "task": s.task.name, "model": str(cfg.model.name), "shots": int(cfg.shots),
@@ -66,7 +62,7 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
             started = time.time()
             method = retrain_method(cfg.method, list(layers))
             phase = "subset_" + "_".join(map(str, layers))
-            fit = fit_and_test(cfg, s, method, run_dir, logger, phase, artifact=False,
+            fit = fit_and_test(cfg, s, method, run_dir, logger, phase, artifact=None,
                                verbose=False)  # fmt: skip
             main = s.task.main_metric
             record.add(layers, {
@@ -96,10 +92,9 @@ def _named_sets(
     cfg: DictConfig, candidates: list[int], k: int, searched: list[int] | None
 ) -> list[tuple[int, ...]]:
     """The sets ``controls.include`` names, then the searched one (sorted tuples)."""
-    from spt_cli.search import select
+    from spt_cli.search.select import named_sets
 
-    rules = {"last_k": select.last_k, "middle_k": select.middle_k}
-    sets = [rules[name](candidates, k) for name in cfg.controls.include]
+    sets = [layers for _, layers in named_sets(cfg.controls.include, candidates, k)]
     return [tuple(sorted(x)) for x in [*sets, *([searched] if searched else [])]]
 
 

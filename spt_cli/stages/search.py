@@ -14,7 +14,16 @@ from spt_cli.config import to_plain
 from spt_cli.plots import plot_gates
 from spt_cli.runlog import RunLogger, read_metrics
 from spt_cli.search.diagnostics import format_diagnostics
-from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
+from spt_cli.stages.common import (
+    Setup,
+    build,
+    candidates_and_budget,
+    encode_split,
+    logger_for,
+    pad_id,
+    say,
+    setup,
+)
 from spt_cli.stages.results import Fit, report, write_results
 from spt_cli.stages.selection import read_selection, write_selection
 from spt_cli.stages.train import fit_and_test
@@ -24,7 +33,7 @@ SEARCH_CKPT = "checkpoints/search.pt"
 
 def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
     """Search, show the selection, then retrain it (``retrain=false``: stop after the search)."""
-    from spt_cli.model import check_stage, retrain_method
+    from spt_cli.model import check_stage
 
     t0 = time.time()
     check_stage(cfg.method, "search")
@@ -45,14 +54,77 @@ def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
         if not cfg.retrain:
             write_results(cfg, run_dir, s, "search", Fit(method=name), t0, **found)
             return None
-        fit = fit_and_test(cfg, s, retrain_method(cfg.method, layers), run_dir, logger, "retrain")
+        fit, kept = retrain_best_on_dev(cfg, s, selection, run_dir, logger)
         fit.method = name
+        if kept is not None:
+            found.update(selected_layers=kept["layers"], selection=kept)
         results = write_results(cfg, run_dir, s, "search", fit, t0, **found)
         logger.summary({"test": results["test"], "dev": results["dev"] or {}})
         report(results)
         return (results["dev"] or {}).get(s.task.main_metric)
     finally:
         logger.finish()
+
+
+def retrain_best_on_dev(
+    cfg: DictConfig, s: Setup, selection: dict[str, Any], run_dir: Path, logger: RunLogger
+) -> tuple[Fit, dict[str, Any] | None]:
+    """Retrain the searched layers and, with ``search.keep_best_of``, the named sets too (the
+    last K, the middle K blocks), and keep the one best on dev (ties: in the order the key
+    lists them, the searched set last); test is measured for each, shown, never used to
+    choose. Returns the kept fit and, when sets were compared, the evidence: the search's
+    own rule, each set's dev and test, and what was kept (None with one set)."""
+    from spt_cli.model import retrain_method
+    from spt_cli.search.select import keep_best, named_sets
+
+    searched = sorted(selection["layers"])
+    sets: list[tuple[str, list[int]]] = []
+    if cfg.search.keep_best_of:
+        candidates, budget = candidates_and_budget(cfg, s)
+        # A threshold search keeps its own count of layers: compare sets of that size.
+        k = len(searched) if selection.get("threshold") is not None else budget
+        for rule, layers in named_sets(cfg.search.keep_best_of, candidates, k):
+            if all(layers != x for _, x in sets):
+                sets.append((rule, layers))
+    same = [rule for rule, layers in sets if layers == searched]
+    if not same:
+        sets.append(("searched", searched))
+    if len(sets) == 1:  # nothing to compare: the searched set alone (or it is the only set)
+        return fit_and_test(cfg, s, retrain_method(cfg.method, searched), run_dir, logger,
+                            "retrain"), None  # fmt: skip
+    fits = []
+    for rule, layers in sets:
+        phase = "retrain" if rule == "searched" else f"retrain_{rule}"
+        say("search", f"retraining {rule} {layers} (search.keep_best_of: kept if best on dev)")
+        fits.append(fit_and_test(cfg, s, retrain_method(cfg.method, layers), run_dir, logger,
+                                 phase, artifact=f"artifacts/{rule}"))  # fmt: skip
+    main = s.task.main_metric
+    best = keep_best([f.dev[main] for f in fits])
+    rule, layers = sets[best]
+    compared = [{"rule": r, "layers": x, "dev": f.dev[main], "test": f.test[main]}
+                for (r, x), f in zip(sets, fits)]  # fmt: skip
+    devs = ", ".join(f"{c['rule']} {c['layers']} {c['dev']:.4f}" for c in compared)
+    searched_by = selection.get("selection") or {"rule": "gates", "reason": "the top-K gates"}
+    reason = (
+        f"best dev {main} of {devs} (search.keep_best_of; ties go to the set listed first); "
+        f"the searched set {searched}{f' (= {same[0]})' if same else ''} by "
+        f"{searched_by['rule']}: {searched_by['reason']}"
+    )
+    say("search", f"kept {rule} {layers}: {reason}")
+    _replace_dir(run_dir / f"artifacts/{rule}", run_dir / "artifact")
+    evidence = {"rule": f"best on dev: {rule}", "reason": reason, "layers": layers,
+                "searched_layers": searched, "searched_by": searched_by,
+                "compared": compared}  # fmt: skip
+    return fits[best], evidence
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the kept set's artefact into place; the others go with their folder."""
+    import shutil
+
+    shutil.rmtree(dst, ignore_errors=True)
+    src.rename(dst)
+    shutil.rmtree(src.parent, ignore_errors=True)
 
 
 def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[str, Any]:

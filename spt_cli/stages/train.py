@@ -23,11 +23,12 @@ def fit_and_test(
     run_dir: Path,
     logger: RunLogger,
     phase: str,
-    artifact: bool = True,
+    artifact: str | None = "artifact",
     verbose: bool = True,
 ) -> Fit:
-    """Train ``method_cfg`` on the training split, select on dev, test; save the artefact
-    (``artifact=False``: keep only the numbers; ``verbose=False``: no table, no progress bar)."""
+    """Train ``method_cfg`` on the training split, select on dev, test; save the artefact in
+    ``run_dir/<artifact>`` (None: keep only the numbers; ``verbose=False``: no table, no
+    progress bar)."""
     from spt_cli.model import format_parameter_table, save_artifact
     from spt_cli.train.loop import resolve_device, train
 
@@ -53,9 +54,9 @@ def fit_and_test(
         lower_stores=s.stores,
     )
     test = measure_test(model, cfg, s, head, resolve_device(str(cfg.trainer.device)))
-    if artifact:
+    if artifact is not None:
         meta = {"task": s.task.name, "stage": phase, "seed": int(cfg.seed), "shots": int(cfg.shots)}
-        save_artifact(model, run_dir / "artifact", meta)
+        save_artifact(model, run_dir / artifact, meta)
     return Fit(
         method=str(method_cfg.name),
         head=head,

@@ -3,14 +3,17 @@ the retrained layer subsets are and how rules and signals do against them, from 
 records only (nothing is trained here; the records come from scripts/headroom_fulldata.sh and
 `spt-run controls`).
 
-    python scripts/headroom.py report     # -> results/headroom/report.md
+    python scripts/headroom.py report          # -> results/headroom/report.md, docs/search.md
+    python scripts/headroom.py report --check  # docs/search.md is what the records give
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
+from spt_cli.files import fill_block
 from spt_cli.search.headroom import (
     headroom_by_task,
     headroom_markdown,
@@ -42,13 +45,18 @@ OUT = ROOT / "results" / "headroom"
 
 # regime -> (control folder, tasks, the searches to score (a folder of search records) and
 # what they are)
+DOC = ROOT / "docs" / "search.md"
+
+# regime -> (its block in docs/search.md, control folder, tasks, the searches to score (a
+# folder of search records) and what they are)
 REGIMES = {
-    "(a) MiniLM, full data": ("minilm/0shot", ("sst2", "mr", "mpqa", "subj", "trec", "cr"),
+    "(a) MiniLM, full data": ("headroom-a", "minilm/0shot",
+                              ("sst2", "mr", "mpqa", "subj", "trec", "cr"),
                               ROOT / "results" / "fulldata", "table"),
-    "MiniLM, 16 shots (docs/search.md above)": ("minilm/16shot",
-                                                ("sst2", "mr", "mpqa", "subj", "trec"),
-                                                ROOT / "results" / "fewshot", "table"),
-    "(b) MPNet, 16 shots": ("mpnet/16shot", ("sst2", "trec", "cr"),
+    "MiniLM, 16 shots": ("headroom-fewshot", "minilm/16shot",
+                         ("sst2", "mr", "mpqa", "subj", "trec"),
+                         ROOT / "results" / "fewshot", "table"),
+    "(b) MPNet, 16 shots": ("headroom-b", "mpnet/16shot", ("sst2", "trec", "cr"),
                             ROOT / "results" / "searches" / "mpnet", "scripts/headroom_mpnet.sh"),
 }  # fmt: skip
 
@@ -99,16 +107,36 @@ def rule_rows(controls: dict, searches: dict, source: str) -> list[tuple[str, li
     return [(name, rule_entries(name, rule, controls)) for name, rule in rules.items()]
 
 
-def regime_report(name: str, folder: str, tasks: tuple[str, ...], found: Path, source: str) -> str:
+def run_times(controls: dict, searches: dict) -> str:
+    """Median per-run times of a regime from its records (``wall_time_s``): a search, and a
+    retrain of one subset (the controls')."""
+    retrains = [v["wall_time_s"] for c in controls.values()
+                for part in ("subsets", "extra") for v in c.get(part, {}).values()
+                if "wall_time_s" in v]  # fmt: skip
+    found = [r for r in searches.values() if r.get("wall_time_s")]
+    parts = [f"a retrain {statistics.median(retrains):.0f} s (median of {len(retrains)})"]
+    if found:
+        with_retrain = sum(r.get("prompt_layers") is not None for r in found)
+        median = statistics.median(r["wall_time_s"] for r in found)
+        parts.insert(0, f"a search {median:.0f} s (median of {len(found)}, {with_retrain} "
+                        "of them with their retrain)")  # fmt: skip
+    return "Per-run times (records' `wall_time_s`, one torch thread, a shared 2-core machine): " + (
+        "; ".join(parts) + "."
+    )
+
+
+def regime_report(folder: str, tasks: tuple[str, ...], found: Path, source: str) -> str:
+    """A regime's generated block: headroom per task, searches and fixed rules against the
+    subsets, selection rules, signals, per-run times."""
     controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
-    if not controls:
-        return f"### {name}\n\nNo complete control records in `results/controls/{folder}/` yet.\n"
     controls = {key: c for key, c in controls.items() if key[0] in tasks}
+    if not controls:
+        return f"No complete control records in `results/controls/{folder}/` yet."
     searches = latest_searches(found, controls)
     seeds = sorted({s for _, s in controls})
-    lines = [f"### {name}", "",
-             f"Control records: `results/controls/{folder}/` ({len(controls)} complete "
-             f"task-seeds, seeds {', '.join(map(str, seeds))}).", "",
+    lines = [f"Control records: `results/controls/{folder}/` ({len(controls)} complete "
+             f"task-seeds, seeds {', '.join(map(str, seeds))}). "
+             + run_times(controls, searches), "",
              headroom_markdown(headroom_by_task(controls, tasks)), ""]  # fmt: skip
     rules = [("ref: last K blocks", last_k), ("ref: middle K blocks", middle_k),
              ("ref: best on dev", best_on_dev)]  # fmt: skip
@@ -126,11 +154,24 @@ def regime_report(name: str, folder: str, tasks: tuple[str, ...], found: Path, s
     return "\n".join(lines)
 
 
-def cmd_report(_: argparse.Namespace) -> int:
+def cmd_report(opts: argparse.Namespace) -> int:
+    """Write results/headroom/report.md and docs/search.md's generated blocks; with
+    ``--check``, write nothing and fail when docs/search.md is not what the records give."""
+    blocks = {name: (block, regime_report(*spec)) for name, (block, *spec) in REGIMES.items()}
+    doc = DOC.read_text(encoding="utf-8")
+    new = doc
+    for block, body in blocks.values():
+        new = fill_block(new, block, body)
+    if opts.check:
+        if new != doc:
+            print("docs/search.md differs from the records: run python scripts/headroom.py report")
+            return 1
+        return 0
     parts = ["<!-- python scripts/headroom.py report: generated from committed records -->", ""]
-    parts += [regime_report(name, *spec) for name, spec in REGIMES.items()]
+    parts += [f"### {name}\n\n{body}" for name, (_, body) in blocks.items()]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "report.md").write_text("\n".join(parts), encoding="utf-8")
+    DOC.write_text(new, encoding="utf-8")
     print("\n".join(parts))
     return 0
 
@@ -138,7 +179,12 @@ def cmd_report(_: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("report")
+    report = sub.add_parser("report")
+    report.add_argument(
+        "--check",
+        action="store_true",
+        help="fail if docs/search.md differs from the records; write nothing",
+    )
     opts = parser.parse_args()
     return {"report": cmd_report}[opts.cmd](opts)
 

@@ -63,3 +63,15 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, set | tuple):
         return list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def fill_block(text: str, name: str, body: str) -> str:
+    """``text`` with what lies between ``<!-- name -->`` and ``<!-- /name -->`` replaced by
+    ``body`` (a document section a script rebuilds from records; the prose around it stays).
+    A missing or repeated marker is a ValueError naming it."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"expected one '{start}' ... '{end}' block")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{body.strip()}\n{end}{tail}"

@@ -54,3 +54,27 @@ def _resolve(dotted: str) -> object:
 @pytest.mark.parametrize("dotted", DOTTED)
 def test_named_code_exists(dotted):
     _resolve(dotted)
+
+
+def test_search_doc_headroom_blocks_are_what_the_records_give():
+    """docs/search.md's generated blocks (scripts/headroom.py) match the committed records."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "scripts/headroom.py", "report", "--check"],
+        cwd=root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_fill_block_replaces_only_the_marked_text():
+    from spt_cli.files import fill_block
+
+    text = "a\n<!-- x -->\nold\n<!-- /x -->\nb"
+    assert fill_block(text, "x", "new\n") == "a\n<!-- x -->\nnew\n<!-- /x -->\nb"
+    with pytest.raises(ValueError, match="<!-- y -->"):
+        fill_block(text, "y", "new")
+    with pytest.raises(ValueError):
+        fill_block(text + text, "x", "new")

@@ -10,6 +10,7 @@ records only (nothing is trained here; the records come from scripts/headroom_fu
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -154,10 +155,35 @@ def regime_report(folder: str, tasks: tuple[str, ...], found: Path, source: str)
     return "\n".join(lines)
 
 
+# The decoder path (SmolLM2's LM head) beside MiniLM's classifier head: (label, records).
+DECODER = (
+    ("SmolLM2-135M, LM head", ROOT / "results" / "decoder" / "sst2"),
+    ("MiniLM-L6, classifier head (few-shot table)", ROOT / "results" / "fewshot" / "sst2"),
+)
+
+
+def decoder_block() -> str:
+    """SPT (search + retrain) and LPT on SST-2 16-shot seed 13, per backbone, from records."""
+    lines = ["| backbone | method | head | layers | dev acc | test acc | wall time |",
+             "|:--|:--|:--|:--|--:|--:|--:|"]  # fmt: skip
+    for label, folder in DECODER:
+        for method in ("spt", "lpt"):
+            for path in sorted(folder.glob(f"{method}/*-16shot-seed13-*.json")):
+                rec = json.loads(path.read_text(encoding="utf-8"))
+                layers = rec.get("selected_layers") or rec.get("prompt_layers") or "-"
+                lines.append(
+                    f"| {label} | {method} | {rec.get('head')} | {layers} | "
+                    f"{100 * rec['dev']['accuracy']:.1f} | {100 * rec['test']['accuracy']:.1f} | "
+                    f"{rec['wall_time_s']:.0f} s |"
+                )
+    return "\n".join(lines)
+
+
 def cmd_report(opts: argparse.Namespace) -> int:
     """Write results/headroom/report.md and docs/search.md's generated blocks; with
     ``--check``, write nothing and fail when docs/search.md is not what the records give."""
     blocks = {name: (block, regime_report(*spec)) for name, (block, *spec) in REGIMES.items()}
+    blocks["The decoder path"] = ("decoder", decoder_block())
     doc = DOC.read_text(encoding="utf-8")
     new = doc
     for block, body in blocks.values():

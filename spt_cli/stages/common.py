@@ -35,6 +35,10 @@ class Setup:
     tokenizer: Any
     # Frozen lower-layer states, shared by every model built over this backbone in the run.
     stores: LowerStateStores = field(default_factory=LowerStateStores)
+    # Tokenised splits, keyed by (id of the example list, head, max length): a stage that
+    # trains several models (controls, search.keep_best_of) tokenises each split once. The
+    # list is kept beside its rows so that its id cannot be reused while the entry lives.
+    encoded: dict[tuple[int, str, int], tuple[Any, list[dict]]] = field(default_factory=dict)
 
 
 def load_data(cfg: DictConfig):
@@ -101,11 +105,15 @@ def candidates_and_budget(cfg: DictConfig, s: Setup) -> tuple[list[int], int]:
 
 
 def encode_split(cfg: DictConfig, s: Setup, examples, head: str) -> list[dict]:
-    """Tokenise examples for ``head``; rows as dicts for the batch streams."""
+    """Tokenise examples for ``head``; rows as dicts for the batch streams (read, never
+    changed, by them). Once per split and head in a Setup."""
     from spt_cli.data import encode
 
-    ds = encode(examples, s.tokenizer, s.task, int(cfg.data.max_seq_length), head)
-    return ds.to_list()
+    key = (id(examples), head, int(cfg.data.max_seq_length))
+    if key not in s.encoded:
+        ds = encode(examples, s.tokenizer, s.task, int(cfg.data.max_seq_length), head)
+        s.encoded[key] = (examples, ds.to_list())
+    return s.encoded[key][1]
 
 
 def pad_id(tokenizer) -> int:

@@ -6,6 +6,10 @@
     python scripts/fewshot_table.py table [METHOD ...] [--seeds 13,21] [--tasks rte,mrpc]
                                                          # chosen settings x tasks x seeds
     python scripts/fewshot_table.py report [--seeds 13,21]  # spt-run table -> results/fewshot/table
+    python scripts/fewshot_table.py table --seeds 13 --records results/fewshot_rerun \
+        --lower-cache outputs/lower_states_rerun       # one seed again, into a fresh folder
+    python scripts/fewshot_table.py compare results/fewshot_rerun  # its run times against the
+                                                         # table's, the same numbers?, projection
 
 Protocol (the same for every method): each method's learning rate (fine-tuning: backbone
 learning rate and steps) is chosen from a small grid on the mean dev accuracy over the five
@@ -93,9 +97,12 @@ def cmd_choose(opts: argparse.Namespace) -> int:
     return code
 
 
-def run_chosen(methods, tasks, seeds, records: Path, common: list[str] | None = None) -> int:
+def run_chosen(
+    methods, tasks, seeds, records: Path, common: list[str] | None = None, extra: list[str] = ()
+) -> int:
     """Every method at its grid choice (results/fewshot/choices.json) over tasks x seeds: with
-    its grid experiment (few-shot), or with the ``common`` overrides (another experiment)."""
+    its grid experiment (few-shot), or with the ``common`` overrides (another experiment);
+    ``extra`` overrides go last."""
     chosen = json.loads((TABLE / "choices.json").read_text())
     stages = {m: GRIDS[g] for m, g in GRID_OF.items()}
     code, t0 = 0, time.time()
@@ -109,14 +116,25 @@ def run_chosen(methods, tasks, seeds, records: Path, common: list[str] | None = 
             else [*common, *FIXED.get(method, [])]
         )
         code = spt_run([stages[method], *setup, f"method={method}", *chosen[method]["setting"],
-                        f"records={records}", "-m", f"dataset={','.join(tasks)}",
+                        f"records={records}", *extra, "-m", f"dataset={','.join(tasks)}",
                         f"seed={','.join(map(str, seeds))}"]) or code  # fmt: skip
     print(f"table commands: {time.time() - t0:.0f} s wall", flush=True)
     return code
 
 
 def cmd_table(opts: argparse.Namespace) -> int:
-    return run_chosen(opts.methods or list(METHODS), opts.tasks, opts.seeds, TABLE)
+    extra = [f"lower_cache_dir={opts.lower_cache}"] if opts.lower_cache else []
+    return run_chosen(opts.methods or list(METHODS), opts.tasks, opts.seeds, opts.records,
+                      extra=extra)  # fmt: skip
+
+
+def cmd_compare(opts: argparse.Namespace) -> int:
+    from spt_cli.tables.rerun import compare_rerun
+
+    text = compare_rerun(TABLE, opts.rerun, queues=2)
+    print(text)
+    write_text(opts.rerun / "comparison.md", text + "\n")
+    return 0
 
 
 def seed_list(text: str) -> list[int]:
@@ -179,13 +197,19 @@ def main() -> int:
     # session that ends early leaves whole columns rather than whole rows.
     p.add_argument("--seeds", type=seed_list, default=SEEDS)
     p.add_argument("--tasks", type=lambda s: s.split(","), default=TASKS)
+    # A rerun into another folder (and with its own lower-layer states, so that it pays for
+    # computing them as a fresh table does) measures today's run times against the table's.
+    p.add_argument("--records", type=Path, default=TABLE)
+    p.add_argument("--lower-cache", default=None, help="lower_cache_dir for these runs")
     sub.add_parser("choose")
+    p = sub.add_parser("compare")
+    p.add_argument("rerun", type=Path, help="a folder of rerun records (table --records)")
     # --seeds: the table at the seeds every method has finished, while it is still growing
     p = sub.add_parser("report")
     p.add_argument("--seeds", type=seed_list, default=None)
     opts = parser.parse_args()
     return {"grid": cmd_grid, "choose": cmd_choose, "table": cmd_table,
-            "report": cmd_report}[opts.cmd](opts)  # fmt: skip
+            "report": cmd_report, "compare": cmd_compare}[opts.cmd](opts)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -73,7 +73,9 @@ GRIDS = {"grid_fewshot_prompts": "train", "grid_fewshot_random_layers": "train",
 # What scripts/fewshot_table.py passed before the grids became experiment files.
 OLD_COMMON = ["experiment=cpu_fewshot", "logger=none", "trainer.num_threads=1",
               "lower_cache_dir=outputs/lower_states"]  # fmt: skip
-OLD_FIXED = {"random_layers": ["method.layer_seed=$\\{seed\\}"]}
+# spt: the search defaults of that time, which grid_fewshot_spt now pins (SPT-DARTS as published).
+OLD_FIXED = {"random_layers": ["method.layer_seed=$\\{seed\\}"],
+             "spt": ["search.fallback=none", "search.keep_best_of=[]"]}  # fmt: skip
 
 
 def _grid_jobs():
@@ -115,9 +117,8 @@ def test_grid_job_is_the_former_command(job) -> None:
          "59f05a753d51"),
         ("grid_fewshot_finetune", "train",
          ["method=finetune", "trainer.backbone_lr=2e-5", "trainer.max_steps=300"], "07a14172a2d3"),
-        # searched before search.fallback and keep_best_of existed: fallback=none, keep none
-        ("grid_fewshot_spt", "search", ["method=spt", "trainer.lr=5e-3", "search.fallback=none",
-                                        "search.keep_best_of=[]"], "97847e3bc668"),
+        # searched before search.fallback and keep_best_of existed; the grid pins their off values
+        ("grid_fewshot_spt", "search", ["method=spt", "trainer.lr=5e-3"], "97847e3bc668"),
     ],
 )  # fmt: skip
 def test_grid_job_matches_a_committed_record(name, stage, overrides, fp) -> None:

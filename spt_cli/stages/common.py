@@ -151,6 +151,7 @@ def test_metrics(model, cfg: DictConfig, s: Setup, head: str, device) -> dict[st
             pad_token_id=pad_id(s.tokenizer),
             device=device,
             cache=cache,
+            progress=f"test {name}",
         )
         suffix = "" if i == 0 else "_" + ("mm" if name.endswith("mismatched") else name)
         out.update({k + suffix: v for k, v in metrics.items()})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -58,7 +58,21 @@ class BatchStream:
 
 
 def eval_batches(features: Sequence[dict], batch_size: int, pad_token_id: int):
-    """Batches in file order for evaluation; sorted by length would change nothing numerically
-    but keeping file order keeps predictions aligned with examples."""
+    """Batches in file order (the search's end-of-search passes, which average over them)."""
     for start in range(0, len(features), batch_size):
         yield collate(list(features[start : start + batch_size]), pad_token_id)
+
+
+def length_sorted_batches(
+    features: Sequence[dict], batch_size: int, pad_token_id: int
+) -> tuple[np.ndarray, Iterator[dict[str, torch.Tensor]]]:
+    """(order, batches) for prediction: examples longest first, so that each batch is padded
+    to about its own rows' length (attention costs length^2 per row). ``order[i]`` is the
+    file position of the i-th example batched; a stable sort keeps ties in file order."""
+    lengths = np.array([len(f["input_ids"]) for f in features])
+    order = np.argsort(-lengths, kind="stable")
+    batches = (
+        collate([features[i] for i in order[start : start + batch_size]], pad_token_id)
+        for start in range(0, len(features), batch_size)
+    )
+    return order, batches

@@ -21,6 +21,7 @@ from spt_cli.search.headroom import (
     middle_k,
     pick_on_dev,
     rules_markdown,
+    shrink_to_last_k,
     signal_rows,
     signals_markdown,
 )
@@ -102,6 +103,9 @@ def rule_rows(controls: dict, searches: dict, source: str) -> list[tuple[str, li
         ),
         "best of last K, middle K, searched on dev": (
             lambda c: kept(c) and pick_on_dev(c, [last_k(c), middle_k(c), kept(c)])
+        ),
+        "the same, but the last K unless the dev margin exceeds one standard error": (
+            lambda c: kept(c) and shrink_to_last_k(c, [last_k(c), middle_k(c), kept(c)])
         ),
         "best on dev (every subset: the ceiling)": best_on_dev,
     }

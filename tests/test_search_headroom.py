@@ -71,3 +71,21 @@ def test_search_signals_rank_subsets_by_summed_block_scores() -> None:
     assert by_name["later is better (prior)"]["n"] == 2 and by_name["final gates"]["n"] == 1
     assert by_name["final gates"]["test"] == pytest.approx(gates["test"])
     assert "| final gates | 1 |" in headroom.signals_markdown(rows)
+
+
+def test_dev_size_is_the_count_the_accuracies_share() -> None:
+    # 32 dev examples: 0.71875 = 23/32 needs n = 32
+    assert headroom.dev_size(_control({"1,2": (0.5, 0.5), "3,4": (0.71875, 0.6)})) == 32
+    assert headroom.dev_size(_control({"1,2": (0.5, 0.5), "3,4": (0.75, 0.6)})) == 4
+    assert headroom.dev_size(_control({"1,2": (0.31415926, 0.5)}), most=100) is None
+
+
+def test_shrink_keeps_the_last_k_unless_the_margin_beats_the_noise() -> None:
+    # n = 32, last K [3, 4] at dev 0.75: one standard error is sqrt(0.75 * 0.25 / 32) = 0.077
+    near = _control({"3,4": (0.75, 0.60), "1,2": (0.8125, 0.70), "2,3": (0.5, 0.5),
+                     "1,3": (0.53125, 0.5)})  # fmt: skip
+    assert headroom.pick_on_dev(near, [[3, 4], [1, 2]]) == [1, 2]
+    assert headroom.shrink_to_last_k(near, [[3, 4], [1, 2]]) == [3, 4]  # +0.0625 < 0.077
+    assert headroom.shrink_to_last_k(near, [[3, 4], [1, 2]], z=0.5) == [1, 2]
+    far = _control({"3,4": (0.75, 0.60), "1,2": (0.875, 0.70), "1,3": (0.53125, 0.5)})
+    assert headroom.shrink_to_last_k(far, [[3, 4], [1, 2]]) == [1, 2]  # +0.125 > 0.077

@@ -10,6 +10,7 @@ NAS benchmarks report it). Nothing here trains a model.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -171,6 +172,33 @@ def pick_on_dev(control: dict[str, Any], sets: Sequence[Sequence[int] | None]) -
     if not found:
         return None
     return found[select.keep_best([lookup(control, s)["dev"] for s in found])]
+
+
+def dev_size(control: dict[str, Any], most: int = 5000) -> int | None:
+    """How many examples the subsets' dev accuracies count over: the smallest n that makes
+    every one of them a whole number of examples (records keep the scores, not the split's
+    size). None when no n up to ``most`` does (a metric that is not a share of examples)."""
+    devs = [v["dev"] for part in ("subsets", "extra") for v in control.get(part, {}).values()]
+    for n in range(1, most + 1):
+        if all(abs(d * n - round(d * n)) < 1e-6 for d in devs):
+            return n
+    return None
+
+
+def shrink_to_last_k(
+    control: dict[str, Any], sets: Sequence[Sequence[int] | None], z: float = 1.0
+) -> list[int] | None:
+    """``pick_on_dev`` among ``sets`` (the last K first), unless the winner's dev beats the
+    last K's by no more than ``z`` binomial standard errors of the last K's dev accuracy
+    (sqrt(p (1 - p) / n), n = `dev_size`): then the last K, the prior, as if the margin were
+    dev noise."""
+    best, last = pick_on_dev(control, sets), lookup(control, sets[0] or [])
+    n = dev_size(control)
+    if best is None or last is None or n is None:
+        return best
+    p = last["dev"]
+    noise = z * math.sqrt(max(p * (1 - p), 1 / n) / n)
+    return best if lookup(control, best)["dev"] - p > noise else list(sets[0] or [])
 
 
 def versus_last_k(entries: list[dict], controls: dict[TaskSeed, dict]) -> tuple[int, int, int]:

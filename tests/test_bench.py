@@ -30,7 +30,7 @@ STEPS = {
     "epoch_cache",
 }
 RATIOS = {"P1", "P2", "P3_first", "P3_second", "P3_second_forward", "P4", "P6", "P6_of_bound",
-          "e2e_s"}  # fmt: skip
+          "e2e_s", "retrain_vs_minilm"}  # fmt: skip
 
 
 # MPNet (relative position bias) and Llama (a decoder: PEFT pools at the last token) too.
@@ -50,10 +50,10 @@ def test_bench_quick_reports_every_measure(tmp_path, name):
     for timing in result["steps"].values():
         assert timing["median_s"] > 0 and len(timing["times_s"]) == 1
     assert set(result["ratios"]) == RATIOS and set(result["targets"]) == RATIOS
-    for key in RATIOS - {"e2e_s"}:  # e2e only with --e2e
+    for key in RATIOS - {"e2e_s", "retrain_vs_minilm"}:  # with --e2e, --runs only
         assert result["ratios"][key] > 0, key
         assert isinstance(result["met"][key], bool)
-    assert result["ratios"]["e2e_s"] is None
+    assert result["ratios"]["e2e_s"] is None and result["ratios"]["retrain_vs_minilm"] is None
     flops = result["flops"]
     assert flops["mm_reference_gflops"] > 0
     assert all(flops["per_step"][name] > 0 for name in STEPS if name in flops["per_step"])
@@ -65,6 +65,20 @@ def test_bench_quick_reports_every_measure(tmp_path, name):
     assert all(flops["per_step"][name] > 0 for name in ("epoch_nocache", "epoch_cache"))
     # The markdown table goes to stdout.
     assert "| P1 ours / PEFT prompt tuning step |" in proc.stdout
+
+
+def test_per_run_times_runs_each_kind_on_the_last_k(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "spt_run_seconds", lambda args: calls.append(args) or 1.0)
+    times = bench.per_run_times("mpnet", 12)
+    assert set(times) == {"search_16shot_s", "retrain_16shot_s", "retrain_fulldata_s",
+                          "minilm_retrain_16shot_s"}  # fmt: skip
+    assert bench.last_k_layers(12) == "[8,9,10,11]" and bench.last_k_layers(6) == "[4,5]"
+    stages = [(c[0], next(a for a in c if a.startswith("experiment="))) for c in calls]
+    assert stages == [("search", "experiment=cpu_fewshot"), ("retrain", "experiment=cpu_fewshot"),
+                      ("retrain", "experiment=cpu_fulldata"),
+                      ("retrain", "experiment=cpu_fewshot")]  # fmt: skip
+    assert "layers=[8,9,10,11]" in calls[1] and "model=minilm" in calls[3]
 
 
 def test_p3_times_the_search_loops_own_step():

@@ -14,7 +14,7 @@ def _record(folder: Path, task: str, method: str, seed: int, wall: float, test: 
     path = folder / task / method / f"train-16shot-seed{seed}-{seed:012x}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     rec = {"task": task, "method": method, "seed": seed, "wall_time_s": wall,
-           "dev": {"accuracy": 0.5}, "test": {"accuracy": test}, "selected_layers": None}  # fmt: skip
+           "dev": {"accuracy": 0.5}, "test": {"accuracy": test}}  # fmt: skip
     path.write_text(json.dumps(rec))
 
 

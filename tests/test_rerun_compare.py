@@ -32,6 +32,17 @@ def test_projection_scales_each_method_by_its_rerun(tmp_path):
     assert "Jobs whose numbers moved: 1 of 2." in text and "- sst2 spt seed 13: test" in text
 
 
+def test_like_restricts_the_ratio_to_jobs_that_started_alike(tmp_path):
+    table, rerun = tmp_path / "table", tmp_path / "rerun"
+    _record(table, "sst2", "lpt", 13, 10.0, 0.7)  # read cached states
+    _record(table, "rte", "lpt", 13, 100.0, 0.5)  # computed them
+    _record(rerun, "sst2", "lpt", 13, 40.0, 0.7)  # computed them: not alike
+    _record(rerun, "rte", "lpt", 13, 80.0, 0.5)
+    text = compare_rerun(table, rerun, like=lambda key: key[0] == "rte")
+    assert "| lpt | 1 | 100 | 80 | 0.800 |" in text
+    assert "| lpt | 2 | 110 | 120 | 1.091 |" in compare_rerun(table, rerun)
+
+
 def test_a_rerun_job_the_table_lacks_is_an_error(tmp_path):
     _record(tmp_path / "table", "sst2", "lpt", 13, 100.0, 0.7)
     _record(tmp_path / "rerun", "sst2", "lpt", 42, 100.0, 0.7)

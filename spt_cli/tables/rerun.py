@@ -4,6 +4,7 @@ long now? and what the whole table would take at the rerun's per-method speed.""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,16 @@ def same_numbers(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [k for k in ("dev", "test", "selected_layers") if old.get(k) != new.get(k)]
 
 
-def compare_rerun(table: Path, rerun: Path, queues: float = 2.0) -> str:
+def compare_rerun(
+    table: Path, rerun: Path, queues: float = 2.0, like: Callable[[Key], bool] | None = None
+) -> str:
     """Markdown: per method, the rerun's summed run time against the same jobs in ``table``,
     their ratio, and the table's total run time scaled by it (projected); the projected wall
-    time on ``queues`` parallel one-thread queues; and every job whose numbers moved."""
+    time on ``queues`` parallel one-thread queues; and every job whose numbers moved.
+
+    ``like``: the jobs whose two runs started alike (e.g. both computing the frozen lower
+    states, or both reading them); a method's ratio comes from those of its jobs (from all of
+    them when it has none), and the jobs column counts them."""
     old, new = read_records(table), read_records(rerun)
     if not new:
         raise ValueError(f"no records under {rerun}: run `fewshot_table.py table --records`")
@@ -43,14 +50,15 @@ def compare_rerun(table: Path, rerun: Path, queues: float = 2.0) -> str:
     sums = {"old": 0.0, "projected": 0.0}
     for method in sorted({m for _, m, _ in new}):
         keys = [k for k in new if k[1] == method]
-        before = sum(float(old[k]["wall_time_s"]) for k in keys)
-        after = sum(float(new[k]["wall_time_s"]) for k in keys)
+        timed = [k for k in keys if like is None or like(k)] or keys
+        before = sum(float(old[k]["wall_time_s"]) for k in timed)
+        after = sum(float(new[k]["wall_time_s"]) for k in timed)
         total = sum(float(r["wall_time_s"]) for k, r in old.items() if k[1] == method)
         ratio = after / before
         sums["old"] += total
         sums["projected"] += total * ratio
         lines.append(
-            f"| {method} | {len(keys)} | {before:.0f} | {after:.0f} | {ratio:.3f} "
+            f"| {method} | {len(timed)} | {before:.0f} | {after:.0f} | {ratio:.3f} "
             f"| {total / 3600:.2f} | {total * ratio / 3600:.2f} |"
         )
         moved += [f"{k[0]} {k[1]} seed {k[2]}: {', '.join(d)}"

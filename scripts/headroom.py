@@ -70,6 +70,13 @@ def latest_searches(folder: Path, controls: dict) -> dict:
     return {key: rec for key, rec in sorted(latest.items()) if key in controls}
 
 
+def searched_set(rec: dict) -> list[int]:
+    """The layers a search record's own rule kept (gates or fallback): with
+    ``search.keep_best_of`` the record's ``selected_layers`` are the best on dev of several
+    retrained sets, and the searched one is under ``selection.searched_layers``."""
+    return (rec.get("selection") or {}).get("searched_layers") or rec["selected_layers"]
+
+
 def searched_entries(searches: dict, controls: dict, source: str) -> list[list[dict]]:
     """Entries of one search per task-seed: the gates' own top K, the layers the search kept
     (the gates, or its fallback when they did not separate) and the ablation's pick."""
@@ -77,8 +84,8 @@ def searched_entries(searches: dict, controls: dict, source: str) -> list[list[d
     rows: dict[str, list[dict]] = {name: [] for name in names}
     for key, rec in searches.items():
         diag = rec.get("search_diagnostics") or {}
-        picks = dict(zip(names, (diag.get("by_gates") or rec["selected_layers"],
-                                 rec["selected_layers"], diag.get("by_ablation"))))  # fmt: skip
+        picks = dict(zip(names, (diag.get("by_gates") or searched_set(rec),
+                                 searched_set(rec), diag.get("by_ablation"))))  # fmt: skip
         for name, layers in picks.items():
             if layers:
                 rows[name].append(entry(name, *key, layers, controls[key]))
@@ -91,7 +98,7 @@ def rule_rows(controls: dict, searches: dict, source: str) -> list[tuple[str, li
 
     def kept(control: dict) -> list[int] | None:
         rec = searches.get((control["task"], control["seed"]))
-        return rec["selected_layers"] if rec else None
+        return searched_set(rec) if rec else None
 
     rules = {
         "last K": last_k,

@@ -68,6 +68,7 @@ from spt_cli.config import default_budget
 from spt_cli.model import build_model, load_backbone
 from spt_cli.model.configs import head_config, method_config, model_config
 from spt_cli.model.heads import TaskInfo
+from spt_cli.search import select
 
 TARGETS = {
     "P1": ("<=", 0.95),
@@ -360,46 +361,33 @@ def rss_fresh(args: argparse.Namespace, names: list[str]) -> dict[str, float | N
 
 
 # -- end to end -------------------------------------------------------------------------------
-def e2e_seconds(extra: list[str]) -> float | None:
+def spt_run_seconds(args: list[str]) -> float | None:
+    """Wall time of one ``spt-run`` command, run in a scratch folder with no logger (None when
+    it fails, with the end of its stderr)."""
     exe = str(Path(sys.executable).with_name("spt-run"))
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [exe, "search", "dataset=rte", "shots=16", "logger=none", f"hydra.run.dir={tmp}/run"]
+        cmd = [exe, *args, "logger=none", f"hydra.run.dir={tmp}/run"]
+        print("+", " ".join(cmd), file=sys.stderr, flush=True)
         env = {**os.environ, "WANDB_MODE": "disabled"}
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd + extra, cwd=tmp, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        print(f"e2e failed ({proc.returncode}): {proc.stderr[-1000:]}", file=sys.stderr)
+        print(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-1000:]}", file=sys.stderr)
         return None
     return wall
 
 
-def spt_run_seconds(args: list[str]) -> float | None:
-    """Wall time of one ``spt-run`` command (one torch thread, no logger, a scratch run dir)."""
-    exe = str(Path(sys.executable).with_name("spt-run"))
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [exe, *args, "logger=none", "trainer.num_threads=1", f"hydra.run.dir={tmp}/run"]
-        print("+", " ".join(cmd), file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"},
-                              capture_output=True, text=True)  # fmt: skip
-        wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        print(f"run failed ({proc.returncode}): {proc.stderr[-1000:]}", file=sys.stderr)
-        return None
-    return wall
-
-
-def last_k_layers(num_layers: int) -> str:
-    """``[a,b,...]``: the last K blocks at the default budget (candidates 1..L-1)."""
-    k = default_budget(num_layers)
-    return "[" + ",".join(str(i) for i in range(num_layers - k, num_layers)) + "]"
+def e2e_seconds(extra: list[str]) -> float | None:
+    return spt_run_seconds(["search", "dataset=rte", "shots=16", *extra])
 
 
 def per_run_times(model: str, num_layers: int) -> dict[str, float | None]:
-    """One run of each kind on ``model`` (SST-2, seed 13) and MiniLM's 16-shot retrain."""
-    cell = ["dataset=sst2", "seed=13"]
-    layers = f"layers={last_k_layers(num_layers)}"
+    """One run of each kind on ``model`` (SST-2, seed 13, one torch thread) and MiniLM's
+    16-shot retrain, the last K blocks at the default budget (candidates 1..L-1)."""
+    cell = ["dataset=sst2", "seed=13", "trainer.num_threads=1"]
+    last = select.last_k(range(1, num_layers), default_budget(num_layers))
+    layers = f"layers=[{','.join(map(str, last))}]"
     return {
         "search_16shot_s": spt_run_seconds(
             ["search", f"model={model}", "experiment=cpu_fewshot", "retrain=false", *cell]
@@ -417,8 +405,9 @@ def per_run_times(model: str, num_layers: int) -> dict[str, float | None]:
 
 
 # -- the run ----------------------------------------------------------------------------------
-def build_steps(args: argparse.Namespace, only: str | None = None):
-    """Timed functions by name, plus (models, batch) for FLOP and memory counts."""
+def build_steps(args: argparse.Namespace, only: str | None = None, minilm_step: bool = False):
+    """Timed functions by name, plus (models, batch) for FLOP and memory counts;
+    ``minilm_step``: MiniLM's prompt-tuning step too (``--runs``)."""
     mcfg = model_config(args.model)
     hf, tok = load_backbone(mcfg)
     num_layers = int(hf.config.num_hidden_layers)
@@ -464,7 +453,7 @@ def build_steps(args: argparse.Namespace, only: str | None = None):
     makers["search_first"] = search("first")
     makers["search_second"] = search("second")
     makers["search_second_forward"] = search("second", "forward")
-    if getattr(args, "runs", False) and not only:
+    if minilm_step and not only:
         # MiniLM's prompt-tuning step in the same rounds: the per-step cost ratio that scales
         # MiniLM's retrain time into a prediction for this backbone's.
         def minilm():
@@ -527,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     t_start = time.time()
-    steps, models, (mcfg, hf, tok, batch, mid, num_layers) = build_steps(args)
+    steps, models, (mcfg, hf, tok, batch, mid, num_layers) = build_steps(
+        args, minilm_step=args.runs
+    )
     seq = args.length + args.tokens
     mm_run, mm_flops = mm_reference(hf.config, args.batch, seq)
     fns = dict(steps)

@@ -73,12 +73,16 @@ def test_per_run_times_runs_each_kind_on_the_last_k(monkeypatch):
     times = bench.per_run_times("mpnet", 12)
     assert set(times) == {"search_16shot_s", "retrain_16shot_s", "retrain_fulldata_s",
                           "minilm_retrain_16shot_s"}  # fmt: skip
-    assert bench.last_k_layers(12) == "[8,9,10,11]" and bench.last_k_layers(6) == "[4,5]"
     stages = [(c[0], next(a for a in c if a.startswith("experiment="))) for c in calls]
     assert stages == [("search", "experiment=cpu_fewshot"), ("retrain", "experiment=cpu_fewshot"),
                       ("retrain", "experiment=cpu_fulldata"),
                       ("retrain", "experiment=cpu_fewshot")]  # fmt: skip
     assert "layers=[8,9,10,11]" in calls[1] and "model=minilm" in calls[3]
+    # the last K at the default budget on 12 and 6 blocks, every run on one thread
+    assert all("trainer.num_threads=1" in c for c in calls)
+    calls.clear()
+    bench.per_run_times("minilm", 6)
+    assert "layers=[4,5]" in calls[1] and "layers=[4,5]" in calls[2]
 
 
 def test_p3_times_the_search_loops_own_step():

@@ -21,6 +21,7 @@ from spt_cli.search.headroom import (
     middle_k,
     pick_on_dev,
     rules_markdown,
+    searched_set,
     shrink_to_last_k,
     signal_rows,
     signals_markdown,
@@ -68,13 +69,6 @@ def latest_searches(folder: Path, controls: dict) -> dict:
     with controls."""
     latest = {(rec["task"], rec["seed"]): rec for rec in load_searches(folder)}
     return {key: rec for key, rec in sorted(latest.items()) if key in controls}
-
-
-def searched_set(rec: dict) -> list[int]:
-    """The layers a search record's own rule kept (gates or fallback): with
-    ``search.keep_best_of`` the record's ``selected_layers`` are the best on dev of several
-    retrained sets, and the searched one is under ``selection.searched_layers``."""
-    return (rec.get("selection") or {}).get("searched_layers") or rec["selected_layers"]
 
 
 def searched_entries(searches: dict, controls: dict, source: str) -> list[list[dict]]:

@@ -89,3 +89,13 @@ def test_shrink_keeps_the_last_k_unless_the_margin_beats_the_noise() -> None:
     assert headroom.shrink_to_last_k(near, [[3, 4], [1, 2]], z=0.5) == [1, 2]
     far = _control({"3,4": (0.75, 0.60), "1,2": (0.875, 0.70), "1,3": (0.53125, 0.5)})
     assert headroom.shrink_to_last_k(far, [[3, 4], [1, 2]]) == [1, 2]  # +0.125 > 0.077
+
+
+def test_searched_set_is_the_searchs_own_pick_not_the_kept_one() -> None:
+    published = {"selected_layers": [1, 2]}  # SPT-DARTS as published: kept = searched
+    assert headroom.searched_set(published) == [1, 2]
+    selection = {"rule": "best on dev: last_k", "searched_layers": [1, 2]}
+    kept_other = {"selected_layers": [4, 5], "selection": selection}
+    assert headroom.searched_set(kept_other) == [1, 2]
+    fallback = {"selected_layers": [4, 5], "selection": {"rule": "last_k"}}  # no keep_best_of
+    assert headroom.searched_set(fallback) == [4, 5]

@@ -174,6 +174,13 @@ def pick_on_dev(control: dict[str, Any], sets: Sequence[Sequence[int] | None]) -
     return found[select.keep_best([lookup(control, s)["dev"] for s in found])]
 
 
+def searched_set(search: dict[str, Any]) -> list[int]:
+    """The layers a search record's own rule kept (gates or fallback): with
+    ``search.keep_best_of`` its ``selected_layers`` are the best on dev of several retrained
+    sets, and the searched one is under ``selection.searched_layers``."""
+    return (search.get("selection") or {}).get("searched_layers") or search["selected_layers"]
+
+
 def dev_size(control: dict[str, Any], most: int = 5000) -> int | None:
     """How many examples the subsets' dev accuracies count over: the smallest n that makes
     every one of them a whole number of examples (records keep the scores, not the split's

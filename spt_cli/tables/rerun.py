@@ -47,7 +47,7 @@ def compare_rerun(
         "|:--|--:|--:|--:|--:|--:|--:|",
     ]
     moved: list[str] = []
-    sums = {"old": 0.0, "projected": 0.0}
+    old_s = projected_s = 0.0
     for method in sorted({m for _, m, _ in new}):
         keys = [k for k in new if k[1] == method]
         timed = [k for k in keys if like is None or like(k)] or keys
@@ -55,15 +55,15 @@ def compare_rerun(
         after = sum(float(new[k]["wall_time_s"]) for k in timed)
         total = sum(float(r["wall_time_s"]) for k, r in old.items() if k[1] == method)
         ratio = after / before
-        sums["old"] += total
-        sums["projected"] += total * ratio
+        old_s += total
+        projected_s += total * ratio
         lines.append(
             f"| {method} | {len(timed)} | {before:.0f} | {after:.0f} | {ratio:.3f} "
             f"| {total / 3600:.2f} | {total * ratio / 3600:.2f} |"
         )
         moved += [f"{k[0]} {k[1]} seed {k[2]}: {', '.join(d)}"
                   for k in sorted(keys) if (d := same_numbers(old[k], new[k]))]  # fmt: skip
-    old_h, new_h = sums["old"] / 3600, sums["projected"] / 3600
+    old_h, new_h = old_s / 3600, projected_s / 3600
     lines += [
         f"| all | {len(new)} | | | {new_h / old_h:.3f} | {old_h:.2f} | {new_h:.2f} |",
         "",

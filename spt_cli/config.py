@@ -242,6 +242,8 @@ RULES: dict[str, Rule] = {
     "table.select": Choice(SELECT_MODES),
     "table.seeds": IntList("[13,21]"),
     "controls.max_subsets": Num("20", low=1, integer=True),
+    "controls.shards": Num("2", low=1, integer=True),
+    "controls.shard": Num("0", low=0, integer=True),
     "controls.include": Choices(CONTROL_SETS),
     "search.keep_best_of": Choices(CONTROL_SETS),
     **{f"search.{k}": Choice(v) for k, v in SEARCH_CHOICES.items()},

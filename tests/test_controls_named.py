@@ -13,7 +13,14 @@ from hydra import compose, initialize_config_dir
 from conftest import shared_data
 from spt_cli.config import searchpath_override
 from spt_cli.search import select
-from spt_cli.search.controls import ControlRecord, lookup, rank
+from spt_cli.search.controls import (
+    ControlRecord,
+    layer_subsets,
+    lookup,
+    rank,
+    shard_of,
+    subset_key,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -67,3 +74,67 @@ def test_controls_retrain_the_sample_then_the_named_sets_once(tmp_path: Path, ca
     said = capsys.readouterr()
     assert "0 to retrain" in said.out + said.err
     assert json.loads(path.read_text()) == data
+
+
+def test_shards_split_the_sets_without_overlap() -> None:
+    sets = [(1, 2), (1, 3), (2, 3), (3, 4), (4, 5)]
+    parts = [shard_of(sets, i, 2) for i in range(2)]
+    assert parts == [[(1, 2), (2, 3), (4, 5)], [(1, 3), (3, 4)]]
+    assert shard_of(sets, 0, 1) == sets
+    with pytest.raises(ValueError, match="shard 2 is not one of 0..1"):
+        shard_of(sets, 2, 2)
+
+
+def test_two_writers_keep_each_others_entries(tmp_path: Path) -> None:
+    ident = {"task": "t", "model": "m", "shots": 16, "seed": 1}
+    a, b = ControlRecord(tmp_path, ident, {}), ControlRecord(tmp_path, ident, {})
+    a.add((1, 2), {"dev": 0.1, "test": 0.1})
+    b.add((1, 3), {"dev": 0.2, "test": 0.2})  # b never read a's entry before this
+    a.add((2, 3), {"dev": 0.3, "test": 0.3}, extra=True)
+    again = ControlRecord(tmp_path, ident, {})
+    assert list(again.subsets) == ["1,2", "1,3"] and list(again.extra) == ["2,3"]
+    a.refresh()
+    assert a.subsets == again.subsets
+
+
+@pytest.mark.skipif(shared_data() is None, reason="needs the shared data mirror")
+def test_two_shards_retrain_each_set_once(tmp_path: Path, capsys) -> None:
+    from spt_cli.stages.controls import stage_controls
+
+    records = tmp_path / "records"
+    common = ["stage=controls", *COMMON, "method.layers=[1,2,3]", "search.budget=2",
+              "controls.max_subsets=2", f"controls.records={records}", "controls.shards=2",
+              *searchpath_override()]  # fmt: skip
+    said = []
+    for shard in (1, 0):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[*common, f"controls.shard={shard}"])
+        cfg.data.root = str(shared_data())
+        stage_controls(cfg, tmp_path / f"shard{shard}")
+        out = capsys.readouterr()
+        said.append(out.out + out.err)
+    (path,) = records.rglob("*.json")
+    data = json.loads(path.read_text())
+    # the seeded sample of two subsets plus [2, 3] (the last K and the middle K), each
+    # retrained once by one of the shards
+    sets = {subset_key(x) for x in layer_subsets([1, 2, 3], 2, 2, 13)} | {"2,3"}
+    assert set(data["subsets"]) | set(data["extra"]) == sets
+    retrained = [line for text in said for line in text.splitlines() if " layers [" in line]
+    assert len(retrained) == len(sets) and all(" layers [" in text for text in said)
+    assert "(shard 1 of 0..1)" in said[0] and "(shard 0 of 0..1)" in said[1]
+    # the shard that ran last prints the whole record, the other shard's retrains included
+    assert all(f"[{k}]" in said[1] for k in sets)
+
+
+def test_a_shard_beyond_the_count_is_refused(tmp_path: Path) -> None:
+    from spt_cli.errors import ConfigError
+    from spt_cli.stages.controls import stage_controls
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "stage=controls", *COMMON, "controls.shards=2", "controls.shard=2",
+            *searchpath_override(),
+        ])  # fmt: skip
+    with pytest.raises(ConfigError, match="controls.shard=2 must be below controls.shards=2"):
+        stage_controls(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ variant is ranked against.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
@@ -30,6 +31,15 @@ def layer_subsets(
     if len(every) <= max_subsets:
         return every
     return sorted(random.Random(seed).sample(every, max_subsets))
+
+
+def shard_of(sets: Sequence[tuple[int, ...]], shard: int, shards: int) -> list[tuple[int, ...]]:
+    """Every ``shards``-th of ``sets`` from ``shard`` on: the part one of ``shards`` processes
+    retrains. It depends on the list only, never on what a record holds yet, so shards started
+    at different times still split the work without overlap."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not one of 0..{shards - 1}")
+    return list(sets[shard::shards])
 
 
 def subset_key(layers: Sequence[int]) -> str:
@@ -116,13 +126,21 @@ class ControlRecord:
     def has(self, layers: Sequence[int]) -> bool:
         return lookup(self.data, layers) is not None
 
-    def add(self, layers: Sequence[int], entry: dict[str, Any], *, extra: bool = False) -> None:
-        """Keep one retrain's scores (in the sample, or ``extra``) and rewrite the file
-        (atomically), with whatever another process added to it meanwhile."""
+    def refresh(self) -> None:
+        """Take in what another process (a second shard) added to the file meanwhile."""
         if self.path.exists():
             self._merge(json.loads(self.path.read_text(encoding="utf-8")))
-        (self.extra if extra else self.subsets)[subset_key(layers)] = entry
-        write_json(self.path, self.data)
+
+    def add(self, layers: Sequence[int], entry: dict[str, Any], *, extra: bool = False) -> None:
+        """Keep one retrain's scores (in the sample, or ``extra``) and rewrite the file
+        (atomically), with whatever another process added to it meanwhile. A lock beside the
+        file makes read-merge-write one step, so two shards never drop each other's entries."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.refresh()
+            (self.extra if extra else self.subsets)[subset_key(layers)] = entry
+            write_json(self.path, self.data)
 
     def _merge(self, on_disk: dict[str, Any]) -> None:
         for part in ("subsets", "extra"):

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
+from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
 from spt_cli.plots import plot_controls
 from spt_cli.stages.common import candidates_and_budget, logger_for, say, setup
@@ -21,10 +22,14 @@ from spt_cli.stages.train import fit_and_test
 def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
     """Retrain the subsets a record lacks, print them best first, rank a searched set."""
     from spt_cli.model.methods import ROLE_KEYS, check_stage, retrain_method
-    from spt_cli.search.controls import ControlRecord, layer_subsets, subset_key
+    from spt_cli.search.controls import ControlRecord, layer_subsets, shard_of, subset_key
 
     t0 = time.time()
     check_stage(cfg.method, "controls")
+    shard, shards = int(cfg.controls.shard), int(cfg.controls.shards)
+    if shard >= shards:
+        raise ConfigError(f"controls.shard={shard} must be below controls.shards={shards}; "
+                          f"e.g. controls.shard=0 controls.shards={shards}")  # fmt: skip
     searched = searched_layers(cfg.from_search) if cfg.from_search else None
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, "controls", s.task.name)
@@ -48,16 +53,18 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
             "head": to_plain(cfg.head),
         }
         record = ControlRecord(Path(str(cfg.controls.records)), identity, protocol)
-        todo = [(x, False) for x in subsets if not record.has(x)]
         # Named sets (the last K, the middle K, a searched set) are retrained beside a sample
-        # and ranked against it, without joining it.
-        for layers in _named_sets(cfg, candidates, k, searched):
-            if layers not in subsets and not record.has(layers) and (layers, True) not in todo:
-                todo.append((layers, True))
-        have = len(subsets) - sum(not extra for _, extra in todo)
+        # and ranked against it, without joining it. With controls.shards > 1 this process
+        # takes its share of them all; the record file merges the shards' retrains.
+        named_sets = [x for x in dict.fromkeys(_named_sets(cfg, candidates, k, searched))
+                      if x not in subsets]  # fmt: skip
+        mine = shard_of([*subsets, *named_sets], shard, shards)
+        todo = [(x, x in named_sets) for x in mine if not record.has(x)]
+        have = sum(record.has(x) for x in subsets)
         named = sum(extra for _, extra in todo)
+        part = f" (shard {shard} of 0..{shards - 1})" if shards > 1 else ""
         say("controls", f"{len(subsets)} subsets of {k} among {candidates}; {have} in "
-            f"{record.path}, {len(todo)} to retrain ({named} named sets)")  # fmt: skip
+            f"{record.path}, {len(todo)} to retrain{part} ({named} named sets)")  # fmt: skip
         for i, (layers, extra) in enumerate(todo):
             started = time.time()
             method = retrain_method(cfg.method, list(layers))
@@ -72,6 +79,7 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
             }, extra=extra)  # fmt: skip
             say("controls", f"{i + 1}/{len(todo)} layers {list(layers)}: dev {fit.dev[main]:.4f} "
                 f"test {fit.test[main]:.4f} ({time.time() - started:.0f} s)")  # fmt: skip
+        record.refresh()  # the other shards' retrains too
         summary = _summary(record.data, searched)
         print(_table(record.data, searched, summary))
         chosen = subset_key(searched) if searched is not None else None

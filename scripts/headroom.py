@@ -20,6 +20,8 @@ from spt_cli.search.headroom import (
     headroom_markdown,
     middle_k,
     pick_on_dev,
+    proxy_screen,
+    proxy_steps,
     rules_markdown,
     searched_set,
     shrink_to_last_k,
@@ -44,6 +46,9 @@ from spt_cli.search.study import (
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTROLS = ROOT / "results" / "controls"
+# Short retrains of the same subsets (scripts/headroom_proxy.sh), one folder per step count
+# (steps25/, ...), each laid out as CONTROLS.
+PROXIES = ROOT / "results" / "proxies"
 OUT = ROOT / "results" / "headroom"
 
 # regime -> (control folder, tasks, the searches to score (a folder of search records) and
@@ -86,9 +91,11 @@ def searched_entries(searches: dict, controls: dict, source: str) -> list[list[d
     return list(rows.values())
 
 
-def rule_rows(controls: dict, searches: dict, source: str) -> list[tuple[str, list[dict]]]:
-    """Each rule's pick per task-seed: fixed sets, the search's, and choices on dev among a
-    few retrained sets (one retrain per set)."""
+def rule_rows(
+    controls: dict, searches: dict, source: str, proxies: list[dict]
+) -> list[tuple[str, list[dict]]]:
+    """Each rule's pick per task-seed: fixed sets, the search's, choices on dev among a few
+    retrained sets (one retrain per set) and, where short retrains were made, screens on them."""
 
     def kept(control: dict) -> list[int] | None:
         rec = searches.get((control["task"], control["seed"]))
@@ -110,6 +117,14 @@ def rule_rows(controls: dict, searches: dict, source: str) -> list[tuple[str, li
         ),
         "best on dev (every subset: the ceiling)": best_on_dev,
     }
+    for made in proxies:
+        steps = proxy_steps(next(iter(made.values())))
+        for top in (1, 3):
+            rules[f"screen: every set for {steps} steps, its best {top} in full, best on dev"] = (
+                lambda c, top=top, made=made: (
+                    (p := made.get((c["task"], c["seed"]))) and proxy_screen(c, p, top)
+                )
+            )
     return [(name, rule_entries(name, rule, controls)) for name, rule in rules.items()]
 
 
@@ -139,6 +154,11 @@ def regime_report(folder: str, tasks: tuple[str, ...], found: Path, source: str)
     if not controls:
         return f"No complete control records in `results/controls/{folder}/` yet."
     searches = latest_searches(found, controls)
+    proxies = []  # per step count: (task, seed) -> proxy record
+    for steps in sorted(PROXIES.glob(f"steps*/{folder}")):
+        made = load_controls(steps, MAX_SUBSETS, one_thread_no_input_prompt)
+        if made := {key: p for key, p in made.items() if key in controls}:
+            proxies.append(made)
     seeds = sorted({s for _, s in controls})
     lines = [f"Control records: `results/controls/{folder}/` ({len(controls)} complete "
              f"task-seeds, seeds {', '.join(map(str, seeds))}). "
@@ -154,9 +174,12 @@ def regime_report(folder: str, tasks: tuple[str, ...], found: Path, source: str)
     rows.append(score_entries(RANDOM, random_entries(controls), controls, tasks))
     lines += [rows_markdown(rows, {}, tasks), ""]
     lines += ["Selection rules (the ones that retrain a few sets choose among them on dev):", "",
-              rules_markdown(rule_rows(controls, searches, source), controls), ""]  # fmt: skip
-    lines += [f"Signals ranked against the subsets ({len(searches)} searches, `{source}`):", "",
-              signals_markdown(signal_rows(controls, searches)), ""]  # fmt: skip
+              rules_markdown(rule_rows(controls, searches, source, proxies), controls),
+              ""]  # fmt: skip
+    made = (f"; proxy records of {', '.join(str(len(p)) for p in proxies)} task-seeds, "
+            "`scripts/headroom_proxy.sh`") if proxies else ""  # fmt: skip
+    lines += [f"Signals ranked against the subsets ({len(searches)} searches, `{source}`{made}):",
+              "", signals_markdown(signal_rows(controls, searches, proxies)), ""]  # fmt: skip
     return "\n".join(lines)
 
 

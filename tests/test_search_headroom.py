@@ -99,3 +99,31 @@ def test_searched_set_is_the_searchs_own_pick_not_the_kept_one() -> None:
     assert headroom.searched_set(kept_other) == [1, 2]
     fallback = {"selected_layers": [4, 5], "selection": {"rule": "last_k"}}  # no keep_best_of
     assert headroom.searched_set(fallback) == [4, 5]
+
+
+def _proxy(scores: dict[str, float], steps: int = 25) -> dict:
+    control = _control({key: (dev, 0.0) for key, dev in scores.items()})
+    return {**control, "protocol": {"trainer": {"max_steps": steps}}}
+
+
+def test_proxy_signal_ranks_by_the_short_retrains_dev() -> None:
+    control = _control(LATER)
+    proxy = _proxy({"1,2": 0.6, "1,3": 0.5, "1,4": 0.4, "2,3": 0.3, "2,4": 0.2})
+    tau = headroom.signal_tau(control, headroom.proxy_signal(proxy))
+    assert tau["dev"] == pytest.approx(-1.0)  # [3, 4] has no proxy: left out, the rest reversed
+    rows = headroom.signal_rows({("sst2", 13): control}, {}, [{("sst2", 13): proxy}])
+    assert [r["signal"] for r in rows] == ["later is better (prior)",
+                                           "proxy retrain (25 steps), its dev"]  # fmt: skip
+    assert headroom.proxy_steps(proxy) == 25
+
+
+def test_proxy_screen_retrains_the_top_of_the_short_runs_and_keeps_the_best_on_dev() -> None:
+    control = _control(LATER)
+    control["extra"] = {"2,5": {"dev": 0.9, "test": 0.4}}  # a named set beside the sample
+    # the proxy's top 3: [1, 2], [2, 5] and, of the three tied at 0.5, the latest: [2, 4]
+    proxy = _proxy({"1,2": 0.8, "2,5": 0.7, "1,3": 0.5, "2,3": 0.5, "2,4": 0.5, "3,4": 0.1})
+    assert headroom.proxy_screen(control, proxy) == [2, 5]  # best full dev among the three
+    assert headroom.proxy_screen(control, proxy, top=1) == [1, 2]
+    del control["extra"]
+    assert headroom.proxy_screen(control, proxy) == [2, 4]  # [2, 4] beat [1, 3] on the tie
+    assert headroom.proxy_screen(control, _proxy({"9,10": 0.5})) is None  # nothing in common

@@ -141,14 +141,22 @@ def search_signals(search: dict[str, Any]) -> dict[str, Signal]:
 
 
 def signal_rows(
-    controls: dict[TaskSeed, dict], searches: dict[TaskSeed, dict[str, Any]]
+    controls: dict[TaskSeed, dict],
+    searches: dict[TaskSeed, dict[str, Any]],
+    proxies: Sequence[dict[TaskSeed, dict[str, Any]]] = (),
 ) -> list[dict[str, Any]]:
     """Per signal: the mean Kendall tau with the subsets' dev and test over the task-seeds it
-    scores ("later is better" on every task-seed; search signals where a search ran)."""
+    scores ("later is better" on every task-seed; search signals where a search ran; a short
+    retrain's dev where a proxy record was made, one signal per step count)."""
     taus: dict[str, list[dict[str, float | None]]] = {"later is better (prior)": []}
     for key, control in sorted(controls.items()):
         taus["later is better (prior)"].append(signal_tau(control, later_is_better))
-        for name, signal in search_signals(searches.get(key, {})).items():
+        signals = dict(search_signals(searches.get(key, {})))
+        for made in proxies:
+            if key in made:
+                name = f"proxy retrain ({proxy_steps(made[key])} steps), its dev"
+                signals[name] = proxy_signal(made[key])
+        for name, signal in signals.items():
             taus.setdefault(name, []).append(signal_tau(control, signal))
     return [
         {"signal": name, "n": len(rows), "dev": mean(r["dev"] for r in rows),
@@ -232,3 +240,34 @@ def rules_markdown(rows: list[tuple[str, list[dict]]], controls: dict[TaskSeed, 
                       fmt(mean(e["test"] for e in scored), 100),
                       f"{above}-{level}-{below}"])  # fmt: skip
     return markdown_table(head, table)
+
+
+def proxy_steps(proxy: dict[str, Any]) -> int:
+    """The step count a proxy control record's retrains ran (``trainer.max_steps``)."""
+    return int(proxy["protocol"]["trainer"]["max_steps"])
+
+
+def proxy_signal(proxy: dict[str, Any]) -> Signal:
+    """A short retrain as a signal: a subset's dev after the proxy's few steps (a control
+    record made with ``trainer.max_steps`` cut; None for a subset it did not retrain)."""
+
+    def signal(control: dict[str, Any], layers: list[int]) -> float | None:
+        found = lookup(proxy, layers)
+        return None if found is None else found["dev"]
+
+    return signal
+
+
+def proxy_screen(control: dict[str, Any], proxy: dict[str, Any], top: int = 3) -> list[int] | None:
+    """Successive halving in two rungs: every set both records hold (the sample and the named
+    sets) is retrained for the proxy's few steps, the ``top`` best of them on that dev are
+    retrained in full, and the best of those on dev is kept. Ties on the proxy's dev (a
+    16-shot dev has few distinct values) go to the later blocks, the prior that holds best
+    where the search has no room."""
+    sets = [subset_layers(key) for part in ("subsets", "extra") for key in control.get(part, {})]
+    scored = [(found["dev"], statistics.fmean(s), s) for s in sets
+              if (found := lookup(proxy, s)) is not None]  # fmt: skip
+    if not scored:
+        return None
+    scored.sort(key=lambda row: (-row[0], -row[1], row[2]))
+    return pick_on_dev(control, [s for _, _, s in scored[:top]])

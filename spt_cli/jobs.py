@@ -68,6 +68,8 @@ INTRODUCED = {
     ("search", "alpha_loss"): ("mean", ("search",)),
     ("controls", "include"): ([], ("controls",)),
     ("search", "keep_best_of"): ([], ("search",)),
+    ("controls", "shards"): (1, ("controls",)),
+    ("controls", "shard"): (0, ("controls",)),
 }
 
 

@@ -18,6 +18,7 @@ from spt_cli.files import fill_block
 from spt_cli.search.headroom import (
     headroom_by_task,
     headroom_markdown,
+    mean_gates_top_k,
     middle_k,
     pick_on_dev,
     proxy_screen,
@@ -49,6 +50,9 @@ CONTROLS = ROOT / "results" / "controls"
 # Short retrains of the same subsets (scripts/headroom_proxy.sh), one folder per step count
 # (steps25/, ...), each laid out as CONTROLS.
 PROXIES = ROOT / "results" / "proxies"
+# Searches repeated under other search seeds (search.seed; scripts/headroom_seeds.sh), per
+# regime block: records laid out as the searches they repeat.
+REPEATS = {"headroom-fewshot": ROOT / "results" / "searches" / "minilm_seeds"}
 OUT = ROOT / "results" / "headroom"
 
 # regime -> (control folder, tasks, the searches to score (a folder of search records) and
@@ -91,8 +95,19 @@ def searched_entries(searches: dict, controls: dict, source: str) -> list[list[d
     return list(rows.values())
 
 
+def load_repeats(folder: Path | None, controls: dict) -> dict:
+    """(task, seed) -> the search records made with ``search.seed`` set, for the task-seeds
+    with controls (none without a folder)."""
+    out: dict = {}
+    for rec in load_searches(folder) if folder is not None else []:
+        key = (rec["task"], rec["seed"])
+        if key in controls and rec["config"]["search"].get("seed") is not None:
+            out.setdefault(key, []).append(rec)
+    return out
+
+
 def rule_rows(
-    controls: dict, searches: dict, source: str, proxies: list[dict]
+    controls: dict, searches: dict, source: str, proxies: list[dict], repeats: dict
 ) -> list[tuple[str, list[dict]]]:
     """Each rule's pick per task-seed: fixed sets, the search's, choices on dev among a few
     retrained sets (one retrain per set) and, where short retrains were made, screens on them."""
@@ -117,6 +132,18 @@ def rule_rows(
         ),
         "best on dev (every subset: the ceiling)": best_on_dev,
     }
+    if repeats:
+
+        def seeded(control: dict) -> list[int] | None:
+            key = (control["task"], control["seed"])
+            if key not in repeats or key not in searches:
+                return None
+            return mean_gates_top_k(control, [searches[key], *repeats[key]])
+
+        rules["gates averaged over search seeds, top K"] = seeded
+        rules["best of last K, middle K, the averaged gates' top K on dev"] = lambda c: (
+            seeded(c) and pick_on_dev(c, [last_k(c), middle_k(c), seeded(c)])
+        )
     for made in proxies:
         steps = proxy_steps(next(iter(made.values())))
         for top in (1, 3):
@@ -146,7 +173,9 @@ def run_times(controls: dict, searches: dict) -> str:
     )
 
 
-def regime_report(folder: str, tasks: tuple[str, ...], found: Path, source: str) -> str:
+def regime_report(
+    folder: str, tasks: tuple[str, ...], found: Path, source: str, again: Path | None = None
+) -> str:
     """A regime's generated block: headroom per task, searches and fixed rules against the
     subsets, selection rules, signals, per-run times."""
     controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
@@ -154,6 +183,7 @@ def regime_report(folder: str, tasks: tuple[str, ...], found: Path, source: str)
     if not controls:
         return f"No complete control records in `results/controls/{folder}/` yet."
     searches = latest_searches(found, controls)
+    repeats = load_repeats(again, controls)
     proxies = []  # per step count: (task, seed) -> proxy record
     for steps in sorted(PROXIES.glob(f"steps*/{folder}")):
         made = load_controls(steps, MAX_SUBSETS, one_thread_no_input_prompt)
@@ -174,12 +204,16 @@ def regime_report(folder: str, tasks: tuple[str, ...], found: Path, source: str)
     rows.append(score_entries(RANDOM, random_entries(controls), controls, tasks))
     lines += [rows_markdown(rows, {}, tasks), ""]
     lines += ["Selection rules (the ones that retrain a few sets choose among them on dev):", "",
-              rules_markdown(rule_rows(controls, searches, source, proxies), controls),
+              rules_markdown(rule_rows(controls, searches, source, proxies, repeats), controls),
               ""]  # fmt: skip
     made = (f"; proxy records of {', '.join(str(len(p)) for p in proxies)} task-seeds, "
             "`scripts/headroom_proxy.sh`") if proxies else ""  # fmt: skip
+    if repeats:
+        made += (f"; {sum(map(len, repeats.values()))} repeated searches of {len(repeats)} "
+                 "task-seeds, `scripts/headroom_seeds.sh`")  # fmt: skip
     lines += [f"Signals ranked against the subsets ({len(searches)} searches, `{source}`{made}):",
-              "", signals_markdown(signal_rows(controls, searches, proxies)), ""]  # fmt: skip
+              "", signals_markdown(signal_rows(controls, searches, proxies, repeats)),
+              ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -210,7 +244,10 @@ def decoder_block() -> str:
 def cmd_report(opts: argparse.Namespace) -> int:
     """Write results/headroom/report.md and docs/search.md's generated blocks; with
     ``--check``, write nothing and fail when docs/search.md is not what the records give."""
-    blocks = {name: (block, regime_report(*spec)) for name, (block, *spec) in REGIMES.items()}
+    blocks = {
+        name: (block, regime_report(*spec, REPEATS.get(block)))
+        for name, (block, *spec) in REGIMES.items()
+    }
     blocks["The decoder path"] = ("decoder", decoder_block())
     doc = DOC.read_text(encoding="utf-8")
     new = doc

@@ -70,6 +70,7 @@ INTRODUCED = {
     ("search", "keep_best_of"): ([], ("search",)),
     ("controls", "shards"): (1, ("controls",)),
     ("controls", "shard"): (0, ("controls",)),
+    ("search", "seed"): (None, ("search",)),
 }
 
 

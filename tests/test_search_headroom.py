@@ -127,3 +127,21 @@ def test_proxy_screen_retrains_the_top_of_the_short_runs_and_keeps_the_best_on_d
     del control["extra"]
     assert headroom.proxy_screen(control, proxy) == [2, 4]  # [2, 4] beat [1, 3] on the tie
     assert headroom.proxy_screen(control, _proxy({"9,10": 0.5})) is None  # nothing in common
+
+
+def test_gates_averaged_over_search_seeds() -> None:
+    control = _control(LATER)
+    one = {"gate_probs": {"1": 0.9, "2": 0.1, "3": 0.2, "4": 0.3}}
+    two = {"gate_probs": {"1": 0.1, "2": 0.3, "3": 0.6, "4": 0.9}}
+    three = {"gate_probs": {"1": 0.2, "2": 0.2, "3": 0.4, "4": 0.6, "5": 0.9}}  # 5: only here
+    gates = headroom.mean_gates([one, two, three])
+    assert gates == pytest.approx({1: 0.4, 2: 0.2, 3: 0.4, 4: 0.6})
+    assert headroom.mean_gates_top_k(control, [one, two, three]) == [1, 4]  # 1 beats 3 on a tie
+    assert headroom.mean_gates_top_k(control, [one]) == [1, 4]
+    assert headroom.mean_gates_top_k(control, [two]) == [3, 4]
+    score = headroom.mean_gates_signal([one, two, three])
+    assert score(control, [2, 4]) == pytest.approx(0.8) and score(control, [4, 5]) is None
+    rows = headroom.signal_rows({("sst2", 13): control}, {("sst2", 13): one},
+                                repeats={("sst2", 13): [two, three]})  # fmt: skip
+    assert "final gates, mean over search seeds" in [r["signal"] for r in rows]
+    assert headroom.mean_gates([]) == {}

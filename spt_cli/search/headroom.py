@@ -144,10 +144,12 @@ def signal_rows(
     controls: dict[TaskSeed, dict],
     searches: dict[TaskSeed, dict[str, Any]],
     proxies: Sequence[dict[TaskSeed, dict[str, Any]]] = (),
+    repeats: dict[TaskSeed, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per signal: the mean Kendall tau with the subsets' dev and test over the task-seeds it
     scores ("later is better" on every task-seed; search signals where a search ran; a short
-    retrain's dev where a proxy record was made, one signal per step count)."""
+    retrain's dev where a proxy record was made, one signal per step count; the gates averaged
+    over the search and its ``repeats`` under other search seeds)."""
     taus: dict[str, list[dict[str, float | None]]] = {"later is better (prior)": []}
     for key, control in sorted(controls.items()):
         taus["later is better (prior)"].append(signal_tau(control, later_is_better))
@@ -156,6 +158,10 @@ def signal_rows(
             if key in made:
                 name = f"proxy retrain ({proxy_steps(made[key])} steps), its dev"
                 signals[name] = proxy_signal(made[key])
+        if repeats and repeats.get(key) and key in searches:
+            signals["final gates, mean over search seeds"] = mean_gates_signal(
+                [searches[key], *repeats[key]]
+            )
         for name, signal in signals.items():
             taus.setdefault(name, []).append(signal_tau(control, signal))
     return [
@@ -271,3 +277,29 @@ def proxy_screen(control: dict[str, Any], proxy: dict[str, Any], top: int = 3) -
         return None
     scored.sort(key=lambda row: (-row[0], -row[1], row[2]))
     return pick_on_dev(control, [s for _, _, s in scored[:top]])
+
+
+def mean_gates(searches: Sequence[dict[str, Any]]) -> dict[int, float]:
+    """Each candidate's final gate probability averaged over searches of one task-seed that
+    differ in ``search.seed`` only (blocks every search gated)."""
+    probs = [{int(b): float(p) for b, p in (s.get("gate_probs") or {}).items()} for s in searches]
+    blocks = set.intersection(*(set(p) for p in probs)) if probs else set()
+    return {b: statistics.fmean(p[b] for p in probs) for b in sorted(blocks)}
+
+
+def mean_gates_signal(searches: Sequence[dict[str, Any]]) -> Signal:
+    """A subset's score under gates averaged over several search seeds: the sum over its
+    blocks (as `search_signals` scores the gates of one search)."""
+    gates = mean_gates(searches)
+
+    def signal(control: dict[str, Any], layers: list[int]) -> float | None:
+        return sum(gates[b] for b in layers) if all(b in gates for b in layers) else None
+
+    return signal
+
+
+def mean_gates_top_k(control: dict[str, Any], searches: Sequence[dict[str, Any]]) -> list[int]:
+    """The K candidates with the largest gates averaged over search seeds (the search's own
+    rule, `select.select_layers`, on the mean; ties to the lower block as there)."""
+    gates = mean_gates(searches)
+    return select.select_layers(gates, control["k"]) if gates else []

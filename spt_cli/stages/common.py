@@ -83,11 +83,12 @@ def setup(cfg: DictConfig) -> Setup:
     return Setup(task, data, backbone, tokenizer, LowerStateStores(disk))
 
 
-def build(cfg: DictConfig, method_cfg: DictConfig, s: Setup):
-    """A fresh prompt model over the shared frozen backbone, seeded for determinism."""
+def build(cfg: DictConfig, method_cfg: DictConfig, s: Setup, seed: int | None = None):
+    """A fresh prompt model over the shared frozen backbone, seeded for determinism (with
+    ``seed``, else the run's ``seed``)."""
     from spt_cli.model import build_model
 
-    seed_everything(int(cfg.seed))
+    seed_everything(int(cfg.seed) if seed is None else seed)
     return build_model(
         cfg.model, method_cfg, cfg.head, s.task, backbone=s.backbone, tokenizer=s.tokenizer
     )

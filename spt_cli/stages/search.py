@@ -132,11 +132,14 @@ def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[
     from spt_cli.model import format_parameter_table
     from spt_cli.search.bilevel import run_search, search_budget, split_train
 
-    model = build(cfg, cfg.method, s)
+    # The search's randomness (init, split, batch order) follows search.seed when it is set
+    # apart from the data seed; the retrain after it keeps seed, like every control retrain.
+    seed = int(cfg.seed) if cfg.search.seed is None else int(cfg.search.seed)
+    model = build(cfg, cfg.method, s, seed=seed)
     budget = search_budget(cfg.search, model.candidate_layers, model.num_layers)
     say("search", f"head={model.head_name} candidates={model.candidate_layers} budget={budget}")
     print(format_parameter_table(model.parameter_table()))
-    portion, seed = float(cfg.search.alpha_portion), int(cfg.seed)
+    portion = float(cfg.search.alpha_portion)
     d_w, d_alpha = split_train(s.task, list(s.data.train), portion, seed)
     result = run_search(
         model,

@@ -1,0 +1,63 @@
+"""``search.seed``: the search's own randomness (init, D_w/D_alpha split, batch order) apart
+from the data seed, so one task-seed's search can be repeated (multi-seed gates); null is the
+data seed, bit for bit, and keeps every committed record's fingerprint. In-process, tiny
+random-weight BERT, one thread."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import shared_data
+from spt_cli.config import searchpath_override
+from spt_cli.jobs import fingerprint
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+COMMON = [
+    "stage=search", "model=tiny-bert", "dataset=rte", "shots=16", "seed=13", "logger=none",
+    "trainer.max_steps=4", "trainer.eval_every=2", "trainer.checkpoint_every=0",
+    "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.num_threads=1",
+    "retrain=false", "search.fallback=none", "search.keep_best_of=[]",
+]  # fmt: skip
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[*COMMON, *overrides, *searchpath_override()])
+    if shared_data() is not None:
+        cfg.data.root = str(shared_data())
+    return cfg
+
+
+def test_a_null_search_seed_keeps_the_fingerprint_a_set_one_changes_it() -> None:
+    from spt_cli.config import to_plain
+
+    unset = fingerprint(_compose([]))
+    plain = to_plain(_compose([]))
+    del plain["search"]["seed"]  # the config before the key existed
+    assert fingerprint(plain) == unset
+    assert fingerprint(_compose(["search.seed=13"])) != unset
+    # a retrain or train stage does not search: the key cannot change it
+    assert fingerprint(_compose(["stage=train", "search.seed=7"])) == fingerprint(
+        _compose(["stage=train"])
+    )
+
+
+@pytest.mark.skipif(shared_data() is None, reason="needs the shared data mirror")
+def test_search_seed_repeats_the_search_on_the_same_data(tmp_path: Path) -> None:
+    from spt_cli.stages.search import stage_search
+
+    gates = {}
+    for name, extra in (("null", []), ("same", ["search.seed=13"]), ("other", ["search.seed=1"])):
+        stage_search(_compose(extra), tmp_path / name)
+        gates[name] = json.loads((tmp_path / name / "selected_layers.json").read_text())
+    assert gates["same"]["probs"] == gates["null"]["probs"]  # null = the data seed, bit for bit
+    assert gates["other"]["probs"] != gates["null"]["probs"]
+    # the data is the same few-shot draw: D_w and D_alpha split it anew, at the same sizes
+    assert (gates["other"]["d_w"], gates["other"]["d_alpha"]) == (
+        gates["null"]["d_w"], gates["null"]["d_alpha"]
+    )  # fmt: skip

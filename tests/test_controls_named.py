@@ -138,3 +138,20 @@ def test_a_shard_beyond_the_count_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="controls.shard=2 must be below controls.shards=2"):
         stage_controls(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_record_of_another_budget_is_not_mixed_in(tmp_path: Path) -> None:
+    from spt_cli.errors import ConfigError
+
+    four = {
+        "task": "t",
+        "model": "m",
+        "shots": 16,
+        "seed": 1,
+        "k": 4,
+        "candidates": [1, 2, 3, 4, 5],
+    }
+    ControlRecord(tmp_path, four, {}).add((1, 2, 3, 4), {"dev": 0.5, "test": 0.5})
+    with pytest.raises(ConfigError, match="K=4 among .*this run's are K=2.*controls_k2"):
+        ControlRecord(tmp_path, {**four, "k": 2}, {})
+    assert len(ControlRecord(tmp_path, four, {}).subsets) == 1

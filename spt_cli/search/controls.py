@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
 
 FORMAT = "spt-cli-controls/1"
@@ -143,5 +144,15 @@ class ControlRecord:
             write_json(self.path, self.data)
 
     def _merge(self, on_disk: dict[str, Any]) -> None:
+        # The file name says task, seed and protocol, not the budget: a K = 2 run must not
+        # add its sets to a record of K = 4 subsets (the sample it is ranked against).
+        for key in ("k", "candidates"):
+            if key in on_disk and key in self.data and on_disk[key] != self.data[key]:
+                raise ConfigError(
+                    f"{self.path} holds subsets of K={on_disk.get('k')} among "
+                    f"{on_disk.get('candidates')}, this run's are K={self.data.get('k')} among "
+                    f"{self.data.get('candidates')}; give them their own folder, e.g. "
+                    f"controls.records=results/controls_k{self.data.get('k')}"
+                )
         for part in ("subsets", "extra"):
             self.data[part] = {**on_disk.get(part, {}), **self.data[part]}

@@ -25,6 +25,7 @@ from spt_cli.search.headroom import (
     proxy_steps,
     rules_markdown,
     searched_set,
+    seed_agreement,
     shrink_to_last_k,
     signal_rows,
     signals_markdown,
@@ -214,6 +215,16 @@ def regime_report(
     lines += [f"Signals ranked against the subsets ({len(searches)} searches, `{source}`{made}):",
               "", signals_markdown(signal_rows(controls, searches, proxies, repeats)),
               ""]  # fmt: skip
+    if repeats:
+        counts = [seed_agreement(controls[key], [searches[key], *again])
+                  for key, again in sorted(repeats.items()) if key in searches]  # fmt: skip
+        same, pairs = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        chance = sum(c[1] * c[2] for c in counts)
+        lines += [
+            f"Searches of one task-seed under different search seeds keep the same top K "
+            f"in {same} of {pairs} pairs ({chance:.1f} expected of random picks).",
+            "",
+        ]
     return "\n".join(lines)
 
 

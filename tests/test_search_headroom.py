@@ -145,3 +145,12 @@ def test_gates_averaged_over_search_seeds() -> None:
                                 repeats={("sst2", 13): [two, three]})  # fmt: skip
     assert "final gates, mean over search seeds" in [r["signal"] for r in rows]
     assert headroom.mean_gates([]) == {}
+
+
+def test_seed_agreement_counts_pairs_of_equal_top_k() -> None:
+    control = _control(LATER)  # candidates 1..4, K = 2: C(4, 2) = 6 subsets
+    a = {"gate_probs": {"1": 0.9, "2": 0.8, "3": 0.1, "4": 0.1}}
+    b = {"gate_probs": {"1": 0.7, "2": 0.6, "3": 0.2, "4": 0.5}}
+    c = {"gate_probs": {"1": 0.1, "2": 0.2, "3": 0.6, "4": 0.9}}
+    assert headroom.seed_agreement(control, [a, b, c]) == (1, 3, pytest.approx(1 / 6))
+    assert headroom.seed_agreement(control, [a]) == (0, 0, pytest.approx(1 / 6))

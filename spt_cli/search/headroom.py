@@ -303,3 +303,18 @@ def mean_gates_top_k(control: dict[str, Any], searches: Sequence[dict[str, Any]]
     rule, `select.select_layers`, on the mean; ties to the lower block as there)."""
     gates = mean_gates(searches)
     return select.select_layers(gates, control["k"]) if gates else []
+
+
+def seed_agreement(
+    control: dict[str, Any], searches: Sequence[dict[str, Any]]
+) -> tuple[int, int, float]:
+    """How often two searches of one task-seed under different search seeds keep the same top
+    K of their gates: (agreeing pairs, pairs, the chance of two random K-subsets agreeing)."""
+    picks = [
+        tuple(select.select_layers({int(b): float(p) for b, p in s["gate_probs"].items()},
+                                   control["k"]))
+        for s in searches
+    ]  # fmt: skip
+    pairs = [(a, b) for i, a in enumerate(picks) for b in picks[i + 1 :]]
+    chance = 1 / math.comb(len(control["candidates"]), control["k"])
+    return sum(a == b for a, b in pairs), len(pairs), chance

@@ -15,14 +15,11 @@ from conftest import shared_data
 from spt_cli.config import CONTROL_SETS, searchpath_override
 from spt_cli.search import select
 from spt_cli.search.headroom import pick_on_dev
+from tiny import TINY_SEARCH
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
-COMMON = [
-    "stage=search", "model=tiny-bert", "dataset=rte", "shots=16", "seed=13", "logger=none",
-    "trainer.max_steps=4", "trainer.eval_every=2", "trainer.checkpoint_every=0",
-    "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.num_threads=1",
-]  # fmt: skip
+COMMON = TINY_SEARCH
 
 
 def test_keep_best_breaks_ties_towards_the_first_listed() -> None:

@@ -14,15 +14,11 @@ from hydra import compose, initialize_config_dir
 from conftest import shared_data
 from spt_cli.config import searchpath_override
 from spt_cli.jobs import fingerprint
+from tiny import TINY_SEARCH
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
-COMMON = [
-    "stage=search", "model=tiny-bert", "dataset=rte", "shots=16", "seed=13", "logger=none",
-    "trainer.max_steps=4", "trainer.eval_every=2", "trainer.checkpoint_every=0",
-    "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.num_threads=1",
-    "retrain=false", "search.fallback=none", "search.keep_best_of=[]",
-]  # fmt: skip
+COMMON = [*TINY_SEARCH, "retrain=false", "search.fallback=none", "search.keep_best_of=[]"]
 
 
 def _compose(overrides: list[str]):

@@ -14,6 +14,12 @@ from spt_cli.model.heads import TaskInfo
 TASK = TaskInfo("sst2", 2, ["terrible", "great"], False, ["negative", "positive"])
 TINY = ["tiny-bert", "tiny-roberta", "tiny-deberta", "tiny-mpnet", "tiny-gpt2", "tiny-llama"]
 NO_PREFIX = ("tiny-deberta", "tiny-mpnet")  # attention without a key/value cache
+# A search stage on the tiny BERT and the shared RTE 16-shot files, a few steps on one thread.
+TINY_SEARCH = [
+    "stage=search", "model=tiny-bert", "dataset=rte", "shots=16", "seed=13", "logger=none",
+    "trainer.max_steps=4", "trainer.eval_every=2", "trainer.checkpoint_every=0",
+    "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.num_threads=1",
+]  # fmt: skip
 
 
 def build_tiny(

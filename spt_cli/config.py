@@ -242,7 +242,7 @@ RULES: dict[str, Rule] = {
     "search.seed": Num("1", low=0, integer=True, nullable=True),
     "table.select": Choice(SELECT_MODES),
     "table.seeds": IntList("[13,21]"),
-    "controls.max_subsets": Num("20", low=1, integer=True),
+    "controls.max_subsets": Num("20", low=0, integer=True),
     "controls.shards": Num("2", low=1, integer=True),
     "controls.shard": Num("0", low=0, integer=True),
     "controls.include": Choices(CONTROL_SETS),

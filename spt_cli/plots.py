@@ -105,7 +105,8 @@ def plot_controls(record: dict[str, Any], chosen: str | None, path: str | Path) 
     ax.plot(xs, [v["test"] for _, v in items], "ko", ms=4, label="test")
     ax.set_xticks(list(xs), [f"[{k}]" for k, _ in items], rotation=60, fontsize=7)
     ax.set_ylabel(record.get("main_metric", "score"))
-    title = f"{record['task']} seed {record['seed']}: every {record['k']}-subset retrained"
+    what = f"{len(record['subsets'])} {record['k']}-subsets" if record["subsets"] else "no sample"
+    title = f"{record['task']} seed {record['seed']}: {what} retrained"
     notes = [*(["red: searched"] if chosen else []), *(["blue: named"] if named else [])]
     ax.set_title(title + (f" ({', '.join(notes)})" if notes else ""), fontsize=9)
     ax.legend(fontsize=7)

@@ -23,9 +23,9 @@ from spt_cli.errors import ConfigError
 from spt_cli.runlog import RunLogger
 from spt_cli.search.architect import Architect
 from spt_cli.search.balance import class_weights
-from spt_cli.search.diagnostics import MixMeter, diagnose, evidence, separation
+from spt_cli.search.diagnostics import MixMeter, diagnose
 from spt_cli.search.protocol import SearchableModel
-from spt_cli.search.select import choose_layers, select_layers
+from spt_cli.search.select import derive_selection
 from spt_cli.train.batches import BatchStream
 from spt_cli.train.cache import LowerStateStores
 from spt_cli.train.loop import Trainer
@@ -207,24 +207,9 @@ def run_search(
     # Both selections are kept (the ablation costs 2 passes over D_alpha per layer); the
     # diagnostics say what the other one would have chosen.
     scores = ablation_scores(model, trainer, alpha_features)
-    by_gates = select_layers(probs, budget, threshold)
-    by_ablation = select_layers(scores, budget)
     select, fallback = str(scfg.select), str(scfg.fallback)
-    if not by_gates and select == "gates":
-        raise ConfigError(
-            f"search.threshold={threshold} keeps no layer (max gate probability "
-            f"{max(probs.values()):.3f}); lower it or use search.budget"
-        )
-    sep = separation(probs, by_gates) if by_gates else {"separated": False}
-    layers, selection = choose_layers(
-        select=select,
-        fallback=fallback,
-        by_gates=by_gates,
-        by_ablation=by_ablation,
-        candidates=model.candidate_layers,
-        budget=budget,
-        separated=sep["separated"],
-        evidence=evidence(probs, sep, budget) if by_gates else "no gate above the threshold",
+    layers, selection, by_gates, by_ablation = derive_selection(
+        probs, scores, model.candidate_layers, budget, select, fallback, threshold
     )
     mix = mixture_norms(model, trainer, alpha_features)
     steps = architect.steps

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from spt_cli.errors import ConfigError
+from spt_cli.search.diagnostics import evidence, separation
+
 
 def select_layers(
     probs: dict[int, float], budget: int | None = None, threshold: float | None = None
@@ -81,3 +84,36 @@ def choose_layers(
     if fallback == "ablation":
         return by_ablation, {"rule": "ablation", "reason": f"{reason}; search.fallback=ablation"}
     raise ValueError(f"unknown search.fallback={fallback}")
+
+
+def derive_selection(
+    probs: dict[int, float],
+    ablation: dict[int, float],
+    candidates: Sequence[int],
+    budget: int,
+    select: str,
+    fallback: str,
+    threshold: float | None = None,
+) -> tuple[list[int], dict[str, str], list[int], list[int]]:
+    """The layers a finished search keeps from its final gates and ablation scores:
+    ``(layers, {"rule", "reason"}, by_gates, by_ablation)``. Nothing here depends on how the
+    search ran, so a saved search can be re-derived at another budget."""
+    by_gates = select_layers(probs, budget, threshold)
+    by_ablation = select_layers(ablation, budget)
+    if not by_gates and select == "gates":
+        raise ConfigError(
+            f"search.threshold={threshold} keeps no layer (max gate probability "
+            f"{max(probs.values()):.3f}); lower it or use search.budget"
+        )
+    sep = separation(probs, by_gates) if by_gates else {"separated": False}
+    layers, selection = choose_layers(
+        select=select,
+        fallback=fallback,
+        by_gates=by_gates,
+        by_ablation=by_ablation,
+        candidates=candidates,
+        budget=budget,
+        separated=sep["separated"],
+        evidence=evidence(probs, sep, budget) if by_gates else "no gate above the threshold",
+    )
+    return layers, selection, by_gates, by_ablation

@@ -15,7 +15,7 @@ from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
 from spt_cli.plots import plot_controls
 from spt_cli.stages.common import candidates_and_budget, logger_for, say, setup
-from spt_cli.stages.selection import searched_layers
+from spt_cli.stages.selection import read_search, selection_at
 from spt_cli.stages.train import fit_and_test
 
 
@@ -30,11 +30,15 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
     if shard >= shards:
         raise ConfigError(f"controls.shard={shard} must be below controls.shards={shards}; "
                           f"e.g. controls.shard=0 controls.shards={shards}")  # fmt: skip
-    searched = searched_layers(cfg.from_search) if cfg.from_search else None
+    found = read_search(cfg.from_search) if cfg.from_search else None
     s = setup(cfg)
     logger = logger_for(cfg, run_dir, "controls", s.task.name)
     try:
         candidates, k = candidates_and_budget(cfg, s)
+        searched = selection_at(found, k, candidates) if found is not None else None
+        if found is not None and searched != found["layers"]:
+            say("controls", f"the search kept {found['layers']}; at K={k} its rule keeps "
+                f"{searched}")  # fmt: skip
         subsets = layer_subsets(candidates, k, int(cfg.controls.max_subsets), int(cfg.seed))
         identity = {
             "task": s.task.name, "model": str(cfg.model.name), "shots": int(cfg.shots),
@@ -58,6 +62,9 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
         # takes its share of them all; the record file merges the shards' retrains.
         named_sets = [x for x in dict.fromkeys(_named_sets(cfg, candidates, k, searched))
                       if x not in subsets]  # fmt: skip
+        if not subsets and not named_sets:
+            raise ConfigError("controls.max_subsets=0 and no named set or from_search: nothing "
+                              "to retrain; set controls.include=[last_k,middle_k]")  # fmt: skip
         mine = shard_of([*subsets, *named_sets], shard, shards)
         todo = [(x, x in named_sets) for x in mine if not record.has(x)]
         have = sum(record.has(x) for x in subsets)
@@ -111,6 +118,10 @@ def _summary(record: dict[str, Any], searched: list[int] | None) -> dict[str, An
     from spt_cli.search.controls import lookup, rank
 
     subsets = record["subsets"]
+    if not subsets:  # controls.max_subsets=0: nothing to rank against
+        entry = lookup(record, searched) if searched is not None else None
+        return {"subsets": 0, **({"searched_layers": searched, "searched_dev": entry["dev"],
+                                  "searched_test": entry["test"]} if entry else {})}  # fmt: skip
     out: dict[str, Any] = {
         "subsets": len(subsets),
         "dev_best": max(v["dev"] for v in subsets.values()),

@@ -1,5 +1,6 @@
 """``selected_layers.json``: a search's selection, written once by the search and read by a
-resumed search, ``retrain`` and ``controls`` (``from_search=<search run dir>``)."""
+resumed search, ``retrain`` and ``controls`` (``from_search=<search run dir>``; ``controls``
+also takes a search's record file, and re-derives its selection at the controls' budget)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,63 @@ def read_selection(run_dir: str | Path, missing_ok: bool = False) -> dict[str, A
 def searched_layers(from_search: str | Path) -> list[int]:
     """The layers kept by the search in ``from_search`` (a search run directory)."""
     return read_selection(from_search)["layers"]
+
+
+def read_search(from_search: str | Path) -> dict[str, Any]:
+    """A finished search's selection from its run directory (``selected_layers.json``) or its
+    record (a ``spt-run search`` record file, e.g. under ``results/``), in the run
+    directory's form: ``layers`` (the searched set), ``probs``, ``diagnostics``, ``config``."""
+    path = Path(from_search)
+    if not path.is_file():
+        return read_selection(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("stage") != "search" or record.get("method") != "spt":
+            raise ValueError("not the record of an spt search")
+        # keep_best_of may have kept another set: the searched one is then named apart.
+        chosen = (record.get("selection") or {}).get("searched_layers")
+        layers = [int(x) for x in (chosen or record["selected_layers"])]
+        return {"layers": layers, "probs": record["gate_probs"],
+                "diagnostics": record["search_diagnostics"], "config": record["config"],
+                "selection": record.get("selection")}  # fmt: skip
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"from_search={path} is not a search record ({exc}); point it at a search run "
+            "directory or a search's record file"
+        ) from exc
+
+
+def selection_at(selection: dict[str, Any], budget: int, candidates: list[int]) -> list[int]:
+    """The layers the search would have kept at budget K: its own when K is its budget, else
+    re-derived from its final gates and ablation scores by its own rule (``search.select``,
+    ``search.fallback``). A ConfigError when the search's gates depend on K (a budget-held
+    gate shift or penalty) or a threshold chose its layers: those need a new search."""
+    from spt_cli.search.select import derive_selection
+
+    layers = selection["layers"]
+    if budget == len(layers):
+        return layers
+    scfg = selection["config"]["search"]
+    why = (
+        "search.threshold chose its layers" if scfg.get("threshold") is not None
+        else "its gates were held at K (search.gate_shift=budget)"
+        if str(scfg.get("gate_shift")) == "budget"
+        else "its gates felt K (search.budget_penalty)" if scfg.get("budget_penalty")
+        else None
+    )  # fmt: skip
+    if why:
+        raise ConfigError(
+            f"the search chose {len(layers)} layers and {why}, so its choice at K={budget} "
+            f"needs a new search: run spt-run search search.budget={budget}"
+        )
+    diag = selection.get("diagnostics") or {}
+    probs = {int(k): float(v) for k, v in selection["probs"].items()}
+    ablation = {int(k): float(v) for k, v in (diag.get("ablation_scores") or {}).items()}
+    if sorted(probs) != sorted(candidates):
+        raise ConfigError(
+            f"the search's candidates {sorted(probs)} are not the controls' {candidates}; "
+            "use the search's method.layers"
+        )
+    # Searches from before search.fallback existed kept the top-K gates whatever they did.
+    rule = str(scfg.get("select", "gates")), str(scfg.get("fallback", "none"))
+    return derive_selection(probs, ablation, candidates, budget, *rule)[0]

@@ -15,6 +15,8 @@ import statistics
 from pathlib import Path
 
 from spt_cli.files import fill_block
+from spt_cli.search import select
+from spt_cli.search.controls import lookup
 from spt_cli.search.headroom import (
     headroom_by_task,
     headroom_markdown,
@@ -29,6 +31,7 @@ from spt_cli.search.headroom import (
     shrink_to_last_k,
     signal_rows,
     signals_markdown,
+    with_sets,
 )
 from spt_cli.search.study import (
     MAX_SUBSETS,
@@ -45,6 +48,7 @@ from spt_cli.search.study import (
     score_entries,
     score_rule,
 )
+from spt_cli.stages.selection import search_from_record, selection_at
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTROLS = ROOT / "results" / "controls"
@@ -55,6 +59,9 @@ PROXIES = ROOT / "results" / "proxies"
 # regime block: records laid out as the searches they repeat.
 REPEATS = {"headroom-fewshot": ROOT / "results" / "searches" / "minilm_seeds"}
 OUT = ROOT / "results" / "headroom"
+# A regime's sets at another budget K (scripts/headroom_budget.sh): its block -> (K, the
+# records' folder, laid out as CONTROLS).
+BUDGETS = {"headroom-b": (2, ROOT / "results" / "controls_k2" / "mpnet" / "16shot")}
 
 # regime -> (control folder, tasks, the searches to score (a folder of search records) and
 # what they are)
@@ -228,6 +235,55 @@ def regime_report(
     return "\n".join(lines)
 
 
+def budget_report(other: int, made: Path, folder: str, tasks: tuple[str, ...], found: Path) -> str:
+    """The product's rule at the regime's K and at K = ``other`` (the last K, the middle K and
+    the search's own rule re-derived at that K, best on dev), and K itself chosen on dev;
+    every set ranked against the regime's sample, test against its last K."""
+    controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
+    controls = {key: c for key, c in controls.items() if key[0] in tasks}
+    searches = latest_searches(found, controls)
+    merged, at_other = {}, {}
+    for path in sorted(made.glob("*.json")):
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        key = (rec["task"], rec["seed"])
+        if key not in controls or key not in searches:
+            continue
+        cands = rec["candidates"]
+        sets = [select.last_k(cands, other), select.middle_k(cands, other),
+                selection_at(search_from_record(searches[key]), other, cands)]  # fmt: skip
+        both = with_sets(controls[key], rec)
+        if all(lookup(both, s) is not None for s in sets):  # every set the rules need
+            merged[key], at_other[key] = both, sets
+    if not merged:
+        return f"No complete K = {other} records in `{made.relative_to(ROOT)}` yet."
+
+    def default(c: dict) -> list[int] | None:
+        kept = searched_set(searches[(c["task"], c["seed"])])
+        return pick_on_dev(c, [last_k(c), middle_k(c), kept])
+
+    def default_other(c: dict) -> list[int] | None:
+        return pick_on_dev(c, at_other[(c["task"], c["seed"])])
+
+    k = next(iter(merged.values()))["k"]
+    rules = {
+        f"last K (K = {k})": last_k,
+        f"the default at K = {k}: best of last K, middle K, searched on dev": default,
+        f"last {other}": lambda c: at_other[(c["task"], c["seed"])][0],
+        f"middle {other}": lambda c: at_other[(c["task"], c["seed"])][1],
+        f"the search's own rule at K = {other}": lambda c: at_other[(c["task"], c["seed"])][2],
+        f"the default at K = {other}: best of last {other}, middle {other}, the search's rule "
+        "on dev": default_other,
+        f"K chosen on dev: the K = {k} default's pick or the K = {other} default's (ties to "
+        f"K = {k})": lambda c: pick_on_dev(c, [default(c), default_other(c)]),
+    }  # fmt: skip
+    rows = [(name, rule_entries(name, rule, merged)) for name, rule in rules.items()]
+    return "\n".join([
+        f"Budget: K = {other} beside K = {k} on {len(merged)} task-seeds (records "
+        f"`{made.relative_to(ROOT)}/`, `scripts/headroom_budget.sh`; dev percentiles against "
+        f"the K = {k} sample, test against the last {k}):", "", rules_markdown(rows, merged),
+    ])  # fmt: skip
+
+
 # The decoder path (SmolLM2's LM head) beside MiniLM's classifier head: (label, records).
 DECODER = (
     ("SmolLM2-135M, LM head", ROOT / "results" / "decoder" / "sst2"),
@@ -259,6 +315,10 @@ def cmd_report(opts: argparse.Namespace) -> int:
         name: (block, regime_report(*spec, REPEATS.get(block)))
         for name, (block, *spec) in REGIMES.items()
     }
+    for block, (other, made) in BUDGETS.items():
+        name = next(name for name, (b, *_) in REGIMES.items() if b == block)
+        spec = REGIMES[name][1:4]
+        blocks[f"{name}: the budget"] = (f"{block}-budget", budget_report(other, made, *spec))
     blocks["The decoder path"] = ("decoder", decoder_block())
     doc = DOC.read_text(encoding="utf-8")
     new = doc

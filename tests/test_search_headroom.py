@@ -154,3 +154,22 @@ def test_seed_agreement_counts_pairs_of_equal_top_k() -> None:
     c = {"gate_probs": {"1": 0.1, "2": 0.2, "3": 0.6, "4": 0.9}}
     assert headroom.seed_agreement(control, [a, b, c]) == (1, 3, pytest.approx(1 / 6))
     assert headroom.seed_agreement(control, [a]) == (0, 0, pytest.approx(1 / 6))
+
+
+def test_with_sets_lets_rules_choose_across_budgets() -> None:
+    from spt_cli.search.study import dev_percentile
+
+    control = _control(LATER)  # K = 2, the sample
+    other = {
+        **_control({}, k=1),
+        "extra": {"4": {"dev": 0.55, "test": 0.7}, "1": {"dev": 0.05, "test": 0.4}},
+    }
+    both = headroom.with_sets(control, other)
+    assert both["subsets"] == control["subsets"] and set(both["extra"]) == {"4", "1"}
+    assert "extra" not in control  # the record itself is left as it was
+    # a K=1 set ranked against the K=2 sample: 0.55 beats 5 of the 6 subsets
+    assert dev_percentile([4], both) == pytest.approx(500 / 6)
+    assert headroom.pick_on_dev(both, [[3, 4], [4]]) == [3, 4]  # 0.6 > 0.55
+    assert headroom.pick_on_dev(both, [[2, 4], [4]]) == [4]
+    with pytest.raises(ValueError, match="seed"):
+        headroom.with_sets(control, {**other, "seed": 21})

@@ -188,6 +188,18 @@ def pick_on_dev(control: dict[str, Any], sets: Sequence[Sequence[int] | None]) -
     return found[select.keep_best([lookup(control, s)["dev"] for s in found])]
 
 
+def with_sets(control: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``control`` with every set ``other`` retrained (a record of the same task-seed and
+    protocol, e.g. at another budget K) added to its named sets: rules may then choose among
+    sets of several sizes, each ranked against ``control``'s sample. A ValueError when the
+    two records are not of one task-seed, candidate list and protocol."""
+    same = ("task", "seed", "model", "shots", "candidates", "main_metric", "protocol")
+    if differ := [key for key in same if control.get(key) != other.get(key)]:
+        raise ValueError(f"the records differ in {', '.join(differ)}")
+    extra = {**other.get("subsets", {}), **other.get("extra", {}), **control.get("extra", {})}
+    return {**control, "extra": extra}
+
+
 def searched_set(search: dict[str, Any]) -> list[int]:
     """The layers a search record's own rule kept (gates or fallback): with
     ``search.keep_best_of`` its ``selected_layers`` are the best on dev of several retrained

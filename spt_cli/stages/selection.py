@@ -54,20 +54,25 @@ def read_search(from_search: str | Path) -> dict[str, Any]:
     if not path.is_file():
         return read_selection(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("stage") != "search" or record.get("method") != "spt":
-            raise ValueError("not the record of an spt search")
-        # keep_best_of may have kept another set: the searched one is then named apart.
-        chosen = (record.get("selection") or {}).get("searched_layers")
-        layers = [int(x) for x in (chosen or record["selected_layers"])]
-        return {"layers": layers, "probs": record["gate_probs"],
-                "diagnostics": record["search_diagnostics"], "config": record["config"],
-                "selection": record.get("selection")}  # fmt: skip
+        return search_from_record(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
             f"from_search={path} is not a search record ({exc}); point it at a search run "
             "directory or a search's record file"
         ) from exc
+
+
+def search_from_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A search record's selection in the run directory's form (see :func:`read_search`);
+    a ValueError or KeyError when it is not the record of a finished SPT search."""
+    if record.get("stage") != "search" or record.get("method") != "spt":
+        raise ValueError("not the record of an spt search")
+    # keep_best_of may have kept another set: the searched one is then named apart.
+    chosen = (record.get("selection") or {}).get("searched_layers")
+    layers = [int(x) for x in (chosen or record["selected_layers"])]
+    return {"layers": layers, "probs": record["gate_probs"],
+            "diagnostics": record["search_diagnostics"], "config": record["config"],
+            "selection": record.get("selection")}  # fmt: skip
 
 
 def selection_at(selection: dict[str, Any], budget: int, candidates: list[int]) -> list[int]:

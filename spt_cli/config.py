@@ -21,7 +21,7 @@ STAGES: dict[str, str] = {
     "train": "train a baseline method (prompt_tuning, deep_prompt, lpt, ...) and test it",
     "eval": "evaluate a saved inference artefact (artifact=DIR) on a dataset",
     "table": "aggregate run directories (runs=DIR or glob) into a paper-style table",
-    "controls": "retrain every K-subset of SPT's candidate layers; rank a search (from_search=DIR)",
+    "controls": "retrain K-subsets of SPT's candidates; rank a search (from_search=DIR|RECORD)",
 }
 
 # Groups a user picks with `group=choice`, shown by `spt-run --help`.

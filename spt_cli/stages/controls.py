@@ -1,5 +1,6 @@
 """``spt-run controls``: retrain every K-subset of the candidate layers (the measure of a
-search) and, with ``from_search=<search run>``, rank the searched set among them."""
+search; a seeded sample when there are many) and, with ``from_search=<search run or record>``,
+rank the searched set among them (at another K: the set the search's rule keeps at that K)."""
 
 from __future__ import annotations
 

@@ -61,7 +61,10 @@ REPEATS = {"headroom-fewshot": ROOT / "results" / "searches" / "minilm_seeds"}
 OUT = ROOT / "results" / "headroom"
 # A regime's sets at another budget K (scripts/headroom_budget.sh): its block -> (K, the
 # records' folder, laid out as CONTROLS).
-BUDGETS = {"headroom-b": (2, ROOT / "results" / "controls_k2" / "mpnet" / "16shot")}
+BUDGETS = {
+    "headroom-fewshot": (1, ROOT / "results" / "controls_k1" / "minilm" / "16shot"),
+    "headroom-b": (2, ROOT / "results" / "controls_k2" / "mpnet" / "16shot"),
+}
 
 # regime -> (control folder, tasks, the searches to score (a folder of search records) and
 # what they are)

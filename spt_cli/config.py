@@ -71,6 +71,8 @@ ROLE_KEYS = ("stage", "retrain_as", "default_layers")
 # Named layer sets (spt_cli.search.select.NAMED_SETS): controls.include retrains them beside a
 # sample of subsets; search.keep_best_of retrains them beside the searched set (best on dev kept).
 CONTROL_SETS = ("last_k", "middle_k")
+# search.keep_best_of's entries: those sets and the searched one, at K or at K/2 ("_half")
+KEEP_BEST_SETS = (*CONTROL_SETS, "searched", "last_half", "middle_half", "searched_half")
 
 
 def default_budget(num_layers: int) -> int:
@@ -246,7 +248,7 @@ RULES: dict[str, Rule] = {
     "controls.shards": Num("2", low=1, integer=True),
     "controls.shard": Num("0", low=0, integer=True),
     "controls.include": Choices(CONTROL_SETS),
-    "search.keep_best_of": Choices(CONTROL_SETS),
+    "search.keep_best_of": Choices(KEEP_BEST_SETS),
     **{f"search.{k}": Choice(v) for k, v in SEARCH_CHOICES.items()},
 }
 

@@ -89,3 +89,55 @@ def test_an_empty_keep_best_of_retrains_the_searched_set_alone(tmp_path: Path) -
     sel = json.loads((run / "selected_layers.json").read_text())
     assert res["selected_layers"] == sel["layers"] == res["prompt_layers"]
     assert "compared" not in res["selection"]
+
+
+def test_keep_best_sets_at_k_and_at_half_k() -> None:
+    cands = list(range(1, 12))
+    names = ["last_k", "middle_k", "searched", "last_half", "middle_half", "searched_half"]
+    sets = select.keep_best_sets(names, cands, 4, [2, 3, 5, 9], [3, 6])
+    assert sets == [("last_k", [8, 9, 10, 11]), ("middle_k", [5, 6, 7, 8]),
+                    ("searched", [2, 3, 5, 9]), ("last_half", [10, 11]),
+                    ("middle_half", [6, 7]), ("searched_half", [3, 6])]  # fmt: skip
+    # each set once (the first name wins), a searched_half that cannot be derived left out
+    sets = select.keep_best_sets(names, cands, 4, [8, 9, 10, 11], None)
+    assert [name for name, _ in sets] == ["last_k", "middle_k", "last_half", "middle_half"]
+    # the searched set goes last when the list does not name it; K = 1: halves add nothing
+    assert select.keep_best_sets(["last_half", "last_k"], cands, 1, [4], [4]) == [
+        ("last_half", [11]), ("searched", [4])
+    ]  # fmt: skip
+    assert [select.half(k) for k in (1, 2, 3, 4, 10)] == [1, 1, 2, 2, 5]
+
+
+def test_searched_half_is_left_out_when_the_gates_felt_k(capsys) -> None:
+    from spt_cli.stages.search import _searched_half
+
+    selection = {"layers": [2, 3], "probs": {"1": 0.9, "2": 0.1, "3": 0.8},
+                 "diagnostics": {"ablation_scores": {"1": 0.0, "2": 0.0, "3": 0.0}},
+                 "config": {"search": {"select": "gates", "fallback": "none",
+                                       "threshold": None, "gate_shift": "none"}}}  # fmt: skip
+    assert _searched_half(selection, ["searched_half"], 2, [1, 2, 3]) == [1]
+    assert _searched_half(selection, ["last_half"], 2, [1, 2, 3]) is None  # not asked for
+    selection["config"]["search"]["gate_shift"] = "budget"
+    assert _searched_half(selection, ["searched_half"], 2, [1, 2, 3]) is None
+    assert "searched_half left out" in "".join(capsys.readouterr())
+
+
+@pytest.mark.skipif(shared_data() is None, reason="needs the shared data mirror")
+def test_the_default_compares_the_sets_at_k_and_at_half_k(tmp_path: Path) -> None:
+    from spt_cli.stages.search import stage_search
+    from spt_cli.stages.selection import selection_at
+
+    # Candidates 1..3, K = 2: last K [2, 3] (the middle K too), K/2 = 1: [3] and [2], and the
+    # search's own rule at K = 1 re-derived from its gates.
+    run = tmp_path / "run"
+    stage_search(_compose(["search.budget=2"]), run)
+    res = json.loads((run / "results.json").read_text())
+    sel = json.loads((run / "selected_layers.json").read_text())
+    compared = {c["rule"]: c["layers"] for c in res["selection"]["compared"]}
+    assert compared["last_k"] == [2, 3] and "middle_k" not in compared  # the same set once
+    assert compared["last_half"] == [3] and compared["middle_half"] == [2]
+    half = selection_at(sel, 1, [1, 2, 3])
+    assert compared.get("searched_half", half) == half  # absent only as a duplicate
+    assert half in compared.values()
+    devs = [c["dev"] for c in res["selection"]["compared"]]
+    assert res["dev"]["accuracy"] == devs[select.keep_best(devs)]

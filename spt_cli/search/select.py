@@ -46,6 +46,41 @@ def named_sets(
     return [(str(name), NAMED_SETS[str(name)](candidates, budget)) for name in names]
 
 
+def half(budget: int) -> int:
+    """K/2 rounded up (at least 1): the smaller budget ``search.keep_best_of`` can compare."""
+    return max(1, (int(budget) + 1) // 2)
+
+
+# search.keep_best_of's entries (config.KEEP_BEST_SETS): a named set or the searched set, at
+# the search's budget K or at half of it ("_half": K/2 rounded up).
+HALVED = {"last_half": "last_k", "middle_half": "middle_k", "searched_half": "searched"}
+
+
+def keep_best_sets(
+    names: Sequence[str],
+    candidates: Sequence[int],
+    budget: int,
+    searched: list[int],
+    searched_half: list[int] | None,
+) -> list[tuple[str, list[int]]]:
+    """``(name, layers)`` of each set ``search.keep_best_of`` retrains, in its order (ties on
+    dev go to the earlier), each set once: the named sets at K or K/2, ``searched`` (appended
+    last when not listed) and ``searched_half``, the search's own rule at K/2 (None: left
+    out, when it cannot be re-derived)."""
+    sets: list[tuple[str, list[int]]] = []
+    listed = [*names, *([] if "searched" in names else ["searched"])]
+    for name in map(str, listed):
+        base = HALVED.get(name, name)
+        size = half(budget) if name in HALVED else budget
+        if base == "searched":
+            layers = searched_half if name in HALVED else searched
+        else:
+            layers = NAMED_SETS[base](candidates, size)
+        if layers is not None and all(sorted(layers) != x for _, x in sets):
+            sets.append((name, sorted(layers)))
+    return sets
+
+
 def keep_best(devs: Sequence[float]) -> int:
     """The index of the best dev score, ties to the earliest: a rule that retrains a few sets
     and chooses among them on dev (never on test) lists them in order of preference."""

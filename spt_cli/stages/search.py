@@ -69,26 +69,25 @@ def stage_search(cfg: DictConfig, run_dir: Path) -> float | None:
 def retrain_best_on_dev(
     cfg: DictConfig, s: Setup, selection: dict[str, Any], run_dir: Path, logger: RunLogger
 ) -> tuple[Fit, dict[str, Any] | None]:
-    """Retrain the searched layers and, with ``search.keep_best_of``, the named sets too (the
-    last K, the middle K blocks), and keep the one best on dev (ties: in the order the key
-    lists them, the searched set last); test is measured for each, shown, never used to
-    choose. Returns the kept fit and, when sets were compared, the evidence: the search's
-    own rule, each set's dev and test, and what was kept (None with one set)."""
+    """Retrain the searched layers and, with ``search.keep_best_of``, the sets it lists too
+    (the last K, the middle K blocks, the same at K/2 and the search's own rule at K/2), and
+    keep the one best on dev (ties: in the order the key lists them, the searched set last
+    unless listed); test is measured for each, shown, never used to choose. Returns the kept
+    fit and, when sets were compared, the evidence: the search's own rule, each set's dev and
+    test, and what was kept (None with one set)."""
     from spt_cli.model import retrain_method
-    from spt_cli.search.select import keep_best, named_sets
+    from spt_cli.search.select import keep_best, keep_best_sets
 
     searched = sorted(selection["layers"])
-    sets: list[tuple[str, list[int]]] = []
+    sets: list[tuple[str, list[int]]] = [("searched", searched)]
     if cfg.search.keep_best_of:
         candidates, budget = candidates_and_budget(cfg, s)
         # A threshold search keeps its own count of layers: compare sets of that size.
         k = len(searched) if selection.get("threshold") is not None else budget
-        for rule, layers in named_sets(cfg.search.keep_best_of, candidates, k):
-            if all(layers != x for _, x in sets):
-                sets.append((rule, layers))
-    same = [rule for rule, layers in sets if layers == searched]
-    if not same:
-        sets.append(("searched", searched))
+        names = [str(x) for x in cfg.search.keep_best_of]
+        sets = keep_best_sets(names, candidates, k, searched,
+                              _searched_half(selection, names, k, candidates))  # fmt: skip
+    same = [rule for rule, layers in sets if layers == searched and rule != "searched"]
     if len(sets) == 1:  # nothing to compare: the searched set alone (or it is the only set)
         return fit_and_test(cfg, s, retrain_method(cfg.method, searched), run_dir, logger,
                             "retrain"), None  # fmt: skip
@@ -116,6 +115,22 @@ def retrain_best_on_dev(
                 "searched_layers": searched, "searched_by": searched_by,
                 "compared": compared}  # fmt: skip
     return fits[best], evidence
+
+
+def _searched_half(
+    selection: dict[str, Any], names: list[str], k: int, candidates: list[int]
+) -> list[int] | None:
+    """The search's own rule at K/2 when ``search.keep_best_of`` lists ``searched_half``;
+    None (said) when its gates felt K and the rule cannot be re-derived without a search."""
+    from spt_cli.search.select import half
+    from spt_cli.stages.selection import gates_felt_k, selection_at
+
+    if "searched_half" not in names:
+        return None
+    if why := gates_felt_k(selection["config"]["search"]):
+        say("search", f"searched_half left out of search.keep_best_of: {why}")
+        return None
+    return selection_at(selection, half(k), candidates)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

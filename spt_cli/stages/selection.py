@@ -10,6 +10,7 @@ from typing import Any
 
 from spt_cli.errors import ConfigError
 from spt_cli.files import write_json
+from spt_cli.jobs import INTRODUCED
 
 SELECTION_FILE = "selected_layers.json"
 
@@ -75,6 +76,18 @@ def search_from_record(record: dict[str, Any]) -> dict[str, Any]:
             "selection": record.get("selection")}  # fmt: skip
 
 
+def gates_felt_k(search: dict[str, Any]) -> str | None:
+    """Why a search's selection (its ``search`` config section) cannot be re-derived at
+    another budget without searching again, or None when it can."""
+    if search.get("threshold") is not None:
+        return "search.threshold chose its layers"
+    if str(search.get("gate_shift")) == "budget":
+        return "its gates were held at K (search.gate_shift=budget)"
+    if search.get("budget_penalty"):
+        return "its gates felt K (search.budget_penalty)"
+    return None
+
+
 def selection_at(selection: dict[str, Any], budget: int, candidates: list[int]) -> list[int]:
     """The layers the search would have kept at budget K: its own when K is its budget, else
     re-derived from its final gates and ablation scores by its own rule (``search.select``,
@@ -86,14 +99,7 @@ def selection_at(selection: dict[str, Any], budget: int, candidates: list[int]) 
     if budget == len(layers):
         return layers
     scfg = selection["config"]["search"]
-    why = (
-        "search.threshold chose its layers" if scfg.get("threshold") is not None
-        else "its gates were held at K (search.gate_shift=budget)"
-        if str(scfg.get("gate_shift")) == "budget"
-        else "its gates felt K (search.budget_penalty)" if scfg.get("budget_penalty")
-        else None
-    )  # fmt: skip
-    if why:
+    if why := gates_felt_k(scfg):
         raise ConfigError(
             f"the search chose {len(layers)} layers and {why}, so its choice at K={budget} "
             f"needs a new search: run spt-run search search.budget={budget}"
@@ -106,6 +112,8 @@ def selection_at(selection: dict[str, Any], budget: int, candidates: list[int]) 
             f"the search's candidates {sorted(probs)} are not the controls' {candidates}; "
             "use the search's method.layers"
         )
-    # Searches from before search.fallback existed kept the top-K gates whatever they did.
-    rule = str(scfg.get("select", "gates")), str(scfg.get("fallback", "none"))
-    return derive_selection(probs, ablation, candidates, budget, *rule)[0]
+    # A search from before search.fallback existed ran as its value from then (the one
+    # jobs.INTRODUCED keeps for fingerprints): the top-K gates, whatever they did.
+    fallback = scfg["fallback"] if "fallback" in scfg else INTRODUCED[("search", "fallback")][0]
+    return derive_selection(probs, ablation, candidates, budget, str(scfg["select"]),
+                            str(fallback))[0]  # fmt: skip

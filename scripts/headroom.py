@@ -270,14 +270,15 @@ def budget_report(other: int, made: Path, folder: str, tasks: tuple[str, ...], f
     k = next(iter(merged.values()))["k"]
     rules = {
         f"last K (K = {k})": last_k,
-        f"the default at K = {k}: best of last K, middle K, searched on dev": default,
+        f"the rule at K = {k}: best of last K, middle K, searched on dev": default,
         f"last {other}": lambda c: at_other[(c["task"], c["seed"])][0],
         f"middle {other}": lambda c: at_other[(c["task"], c["seed"])][1],
         f"the search's own rule at K = {other}": lambda c: at_other[(c["task"], c["seed"])][2],
-        f"the default at K = {other}: best of last {other}, middle {other}, the search's rule "
-        "on dev": default_other,
-        f"K chosen on dev: the K = {k} default's pick or the K = {other} default's (ties to "
-        f"K = {k})": lambda c: pick_on_dev(c, [default(c), default_other(c)]),
+        f"the rule at K = {other}: best of last {other}, middle {other}, the search's rule on "
+        "dev": default_other,
+        f"both, K chosen on dev: the best of the six sets, ties to K = {k} (the default)": (
+            lambda c: pick_on_dev(c, [default(c), default_other(c)])
+        ),
     }  # fmt: skip
     rows = [(name, rule_entries(name, rule, merged)) for name, rule in rules.items()]
     return "\n".join([

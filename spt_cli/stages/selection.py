@@ -66,8 +66,8 @@ def read_search(from_search: str | Path) -> dict[str, Any]:
 def search_from_record(record: dict[str, Any]) -> dict[str, Any]:
     """A search record's selection in the run directory's form (see :func:`read_search`);
     a ValueError or KeyError when it is not the record of a finished SPT search."""
-    if record.get("stage") != "search" or record.get("method") != "spt":
-        raise ValueError("not the record of an spt search")
+    if record.get("stage") != "search" or not record.get("gate_probs"):
+        raise ValueError("not the record of a search with gates")
     # keep_best_of may have kept another set: the searched one is then named apart.
     chosen = (record.get("selection") or {}).get("searched_layers")
     layers = [int(x) for x in (chosen or record["selected_layers"])]

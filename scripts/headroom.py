@@ -14,6 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
+from spt_cli.config import primary_defaults
 from spt_cli.files import fill_block
 from spt_cli.search import select
 from spt_cli.search.controls import lookup
@@ -267,6 +268,13 @@ def budget_report(other: int, made: Path, folder: str, tasks: tuple[str, ...], f
     def default_other(c: dict) -> list[int] | None:
         return pick_on_dev(c, at_other[(c["task"], c["seed"])])
 
+    def product_sets(c: dict) -> list[tuple[str, list[int]]]:
+        # The sets `spt-run search` compares by default, built by the product's own code.
+        key = (c["task"], c["seed"])
+        names = [str(x) for x in primary_defaults("search").keep_best_of]
+        return select.keep_best_sets(names, c["candidates"], c["k"],
+                                     searched_set(searches[key]), at_other[key][2])  # fmt: skip
+
     k = next(iter(merged.values()))["k"]
     rules = {
         f"last K (K = {k})": last_k,
@@ -277,7 +285,7 @@ def budget_report(other: int, made: Path, folder: str, tasks: tuple[str, ...], f
         f"the rule at K = {other}: best of last {other}, middle {other}, the search's rule on "
         "dev": default_other,
         f"both, K chosen on dev: the best of the six sets, ties to K = {k} (the default)": (
-            lambda c: pick_on_dev(c, [default(c), default_other(c)])
+            lambda c: pick_on_dev(c, [layers for _, layers in product_sets(c)])
         ),
     }  # fmt: skip
     rows = [(name, rule_entries(name, rule, merged)) for name, rule in rules.items()]

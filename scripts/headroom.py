@@ -19,6 +19,7 @@ from spt_cli.files import fill_block
 from spt_cli.search import select
 from spt_cli.search.controls import lookup
 from spt_cli.search.headroom import (
+    block_scores,
     headroom_by_task,
     headroom_markdown,
     mean_gates_top_k,
@@ -32,6 +33,7 @@ from spt_cli.search.headroom import (
     shrink_to_last_k,
     signal_rows,
     signals_markdown,
+    top_k_of,
     with_sets,
 )
 from spt_cli.search.study import (
@@ -58,7 +60,18 @@ CONTROLS = ROOT / "results" / "controls"
 PROXIES = ROOT / "results" / "proxies"
 # Searches repeated under other search seeds (search.seed; scripts/headroom_seeds.sh), per
 # regime block: records laid out as the searches they repeat.
-REPEATS = {"headroom-fewshot": ROOT / "results" / "searches" / "minilm_seeds"}
+REPEATS = {
+    "headroom-fewshot": ROOT / "results" / "searches" / "minilm_seeds",
+    "headroom-b": ROOT / "results" / "searches" / "mpnet_seeds",
+}
+# Searches made with search.dev_ablation=true (scripts/headroom_devabl.sh), per regime block:
+# (what they are, their folder). Their signals, ablation on dev among them, are ranked on the
+# same searches.
+RERUNS = {
+    "headroom-fewshot": ("the table's searches rerun",
+                         ROOT / "results" / "searches" / "minilm_devabl"),
+    "headroom-b": ("searches under search seed 1", ROOT / "results" / "searches" / "mpnet_seeds"),
+}  # fmt: skip
 OUT = ROOT / "results" / "headroom"
 # A regime's sets at another budget K (scripts/headroom_budget.sh): its block -> (K, the
 # records' folder, laid out as CONTROLS).
@@ -118,8 +131,43 @@ def load_repeats(folder: Path | None, controls: dict) -> dict:
     return out
 
 
+def load_reruns(folder: Path, controls: dict) -> dict:
+    """(task, seed) -> the search records below ``folder`` that hold ablation scores on dev,
+    for the task-seeds with controls."""
+    out: dict = {}
+    for rec in load_searches(folder):
+        key = (rec["task"], rec["seed"])
+        if key in controls and block_scores(rec, "ablation on dev"):
+            out.setdefault(key, []).append(rec)
+    return out
+
+
+def rerun_agreement(searches: dict, reruns: dict) -> str:
+    """How the reruns of a search at its own seed (``search.seed`` unset) compare with it: the
+    same gates bit for bit, the same top K of the gates."""
+    pairs = [(searches[key], rec) for key, recs in sorted(reruns.items()) if key in searches
+             for rec in recs if rec["config"]["search"].get("seed") is None]  # fmt: skip
+    if not pairs:
+        return ""
+    equal = sum(a["gate_probs"] == b["gate_probs"] for a, b in pairs)
+    same_k = sum(
+        select.select_layers(block_scores(a, "final gates"), len(searched_set(a)))
+        == select.select_layers(block_scores(b, "final gates"), len(searched_set(a)))
+        for a, b in pairs
+    )
+    return (
+        f"The reruns of {len(pairs)} searches at their own seed on today's code give the "
+        f"same gates bit for bit in {equal} and the same top K of the gates in {same_k}."
+    )
+
+
 def rule_rows(
-    controls: dict, searches: dict, source: str, proxies: list[dict], repeats: dict
+    controls: dict,
+    searches: dict,
+    source: str,
+    proxies: list[dict],
+    repeats: dict,
+    reruns: tuple[str, dict] | None = None,
 ) -> list[tuple[str, list[dict]]]:
     """Each rule's pick per task-seed: fixed sets, the search's, choices on dev among a few
     retrained sets (one retrain per set) and, where short retrains were made, screens on them."""
@@ -156,6 +204,17 @@ def rule_rows(
         rules["best of last K, middle K, the averaged gates' top K on dev"] = lambda c: (
             seeded(c) and pick_on_dev(c, [last_k(c), middle_k(c), seeded(c)])
         )
+    if reruns and reruns[1]:
+        label, found = reruns
+
+        def by_dev_ablation(control: dict) -> list[int] | None:
+            key = (control["task"], control["seed"])
+            return top_k_of(control, found[key], "ablation on dev") if key in found else None
+
+        rules[f"ablation on dev, top K ({label})"] = by_dev_ablation
+        rules["best of last K, middle K, the ablation on dev's top K on dev"] = lambda c: (
+            (mine := by_dev_ablation(c)) and pick_on_dev(c, [last_k(c), middle_k(c), mine])
+        )
     for made in proxies:
         steps = proxy_steps(next(iter(made.values())))
         for top in (1, 3):
@@ -186,7 +245,12 @@ def run_times(controls: dict, searches: dict) -> str:
 
 
 def regime_report(
-    folder: str, tasks: tuple[str, ...], found: Path, source: str, again: Path | None = None
+    folder: str,
+    tasks: tuple[str, ...],
+    found: Path,
+    source: str,
+    again: Path | None = None,
+    rerun: tuple[str, Path] | None = None,
 ) -> str:
     """A regime's generated block: headroom per task, searches and fixed rules against the
     subsets, selection rules, signals, per-run times."""
@@ -196,6 +260,7 @@ def regime_report(
         return f"No complete control records in `results/controls/{folder}/` yet."
     searches = latest_searches(found, controls)
     repeats = load_repeats(again, controls)
+    reruns = (rerun[0], load_reruns(rerun[1], controls)) if rerun else None
     proxies = []  # per step count: (task, seed) -> proxy record
     for steps in sorted(PROXIES.glob(f"steps*/{folder}")):
         made = load_controls(steps, MAX_SUBSETS, one_thread_no_input_prompt)
@@ -216,16 +281,24 @@ def regime_report(
     rows.append(score_entries(RANDOM, random_entries(controls), controls, tasks))
     lines += [rows_markdown(rows, {}, tasks), ""]
     lines += ["Selection rules (the ones that retrain a few sets choose among them on dev):", "",
-              rules_markdown(rule_rows(controls, searches, source, proxies, repeats), controls),
+              rules_markdown(rule_rows(controls, searches, source, proxies, repeats, reruns),
+                             controls),
               ""]  # fmt: skip
     made = (f"; proxy records of {', '.join(str(len(p)) for p in proxies)} task-seeds, "
             "`scripts/headroom_proxy.sh`") if proxies else ""  # fmt: skip
     if repeats:
         made += (f"; {sum(map(len, repeats.values()))} repeated searches of {len(repeats)} "
                  "task-seeds, `scripts/headroom_seeds.sh`")  # fmt: skip
+    if reruns and reruns[1]:
+        made += (
+            f"; {sum(map(len, reruns[1].values()))} searches with `search.dev_ablation=true` "
+            f"of {len(reruns[1])} task-seeds ({reruns[0]}), `scripts/headroom_devabl.sh`"
+        )
     lines += [f"Signals ranked against the subsets ({len(searches)} searches, `{source}`{made}):",
-              "", signals_markdown(signal_rows(controls, searches, proxies, repeats)),
+              "", signals_markdown(signal_rows(controls, searches, proxies, repeats, reruns)),
               ""]  # fmt: skip
+    if reruns and (agree := rerun_agreement(searches, reruns[1])):
+        lines += [agree, ""]
     if repeats:
         counts = [seed_agreement(controls[key], [searches[key], *again])
                   for key, again in sorted(repeats.items()) if key in searches]  # fmt: skip
@@ -324,7 +397,7 @@ def cmd_report(opts: argparse.Namespace) -> int:
     """Write results/headroom/report.md and docs/search.md's generated blocks; with
     ``--check``, write nothing and fail when docs/search.md is not what the records give."""
     blocks = {
-        name: (block, regime_report(*spec, REPEATS.get(block)))
+        name: (block, regime_report(*spec, REPEATS.get(block), RERUNS.get(block)))
         for name, (block, *spec) in REGIMES.items()
     }
     for block, (other, made) in BUDGETS.items():

@@ -242,6 +242,7 @@ RULES: dict[str, Rule] = {
     "search.budget_penalty": Num("0.0", low=0),
     "search.max_steps": Num("100", low=1, integer=True, nullable=True),
     "search.seed": Num("1", low=0, integer=True, nullable=True),
+    "search.dev_ablation": Flag(),
     "table.select": Choice(SELECT_MODES),
     "table.seeds": IntList("[13,21]"),
     "controls.max_subsets": Num("20", low=0, integer=True),

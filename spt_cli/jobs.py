@@ -71,6 +71,7 @@ INTRODUCED = {
     ("controls", "shards"): (1, ("controls",)),
     ("controls", "shard"): (0, ("controls",)),
     ("search", "seed"): (None, ("search",)),
+    ("search", "dev_ablation"): (False, ("search",)),
 }
 
 

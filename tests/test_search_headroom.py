@@ -73,6 +73,45 @@ def test_search_signals_rank_subsets_by_summed_block_scores() -> None:
     assert "| final gates | 1 |" in headroom.signals_markdown(rows)
 
 
+def test_reruns_give_each_search_signal_averaged_over_them() -> None:
+    control = _control(LATER)
+    # Two reruns with dev ablation: on dev, the later blocks help (mean 3 > 4 > 2 > 1 ...).
+    one = {
+        "gate_probs": {"1": 0.9, "2": 0.1, "3": 0.2, "4": 0.3},
+        "search_diagnostics": {
+            "ablation_scores": {"1": 0.1, "2": 0.2, "3": 0.3, "4": 0.4},
+            "dev_ablation_scores": {"1": -1.0, "2": 0.0, "3": 2.0, "4": 1.0},
+        },
+    }
+    two = {"gate_probs": {"1": 0.5, "2": 0.5, "3": 0.5, "4": 0.5},
+           "search_diagnostics": {"ablation_scores": {"1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0},
+                                  "dev_ablation_scores": {"1": -1.0, "2": 0.0, "3": 0.0,
+                                                          "4": 3.0}}}  # fmt: skip
+    assert headroom.block_scores(one, "ablation on dev") == {1: -1.0, 2: 0.0, 3: 2.0, 4: 1.0}
+    assert headroom.block_scores({"gate_probs": {}}, "ablation on dev") == {}
+    assert headroom.mean_block_scores([one, two], "ablation on dev") == pytest.approx(
+        {1: -1.0, 2: 0.0, 3: 1.0, 4: 2.0}
+    )
+    assert headroom.top_k_of(control, [one, two], "ablation on dev") == [3, 4]
+    assert headroom.top_k_of(control, [one], "ablation on dev") == [3, 4]
+    assert headroom.top_k_of(control, [one], "final gates") == [1, 4]
+    assert headroom.top_k_of(control, [{"gate_probs": {}}], "ablation on dev") == []
+    assert set(headroom.search_signals(one)) == set(headroom.SEARCH_SCORES)
+    key = ("sst2", 13)
+    rows = headroom.signal_rows({key: control}, {}, reruns=("reruns", {key: [one, two]}))
+    by_name = {r["signal"]: r for r in rows}
+    assert set(by_name) == {
+        "later is better (prior)",
+        "final gates (reruns)",
+        "ablation on D_alpha (reruns)",
+        "ablation on dev (reruns)",
+    }
+    expected = headroom.signal_tau(control, lambda c, s: sum({1: -1, 2: 0, 3: 1, 4: 2}[b]
+                                                             for b in s))  # fmt: skip
+    assert by_name["ablation on dev (reruns)"]["dev"] == pytest.approx(expected["dev"])
+    assert by_name["ablation on dev (reruns)"]["dev"] > 0.5
+
+
 def test_dev_size_is_the_count_the_accuracies_share() -> None:
     # 32 dev examples: 0.71875 = 23/32 needs n = 32
     assert headroom.dev_size(_control({"1,2": (0.5, 0.5), "3,4": (0.71875, 0.6)})) == 32

@@ -12,7 +12,13 @@ from spt_cli.data import collate, get_task
 from spt_cli.runlog import RunLogger, read_metrics
 from spt_cli.search.architect import Architect
 from spt_cli.search.bilevel import ablation_scores, build_bilevel, run_search
-from spt_cli.search.diagnostics import MixMeter, diagnose, separation, warning
+from spt_cli.search.diagnostics import (
+    MixMeter,
+    diagnose,
+    format_diagnostics,
+    separation,
+    warning,
+)
 from spt_cli.train.checkpoint import trainable_state
 from spt_cli.train.loop import Trainer
 
@@ -128,6 +134,30 @@ def test_ablation_scores_are_the_loss_change_of_each_gate(tmp_path):
             losses.append(float(model(**batch)["loss"]))
         model.override_gates(None)
     assert scores[2] == pytest.approx(losses[0] - losses[1], rel=1e-5)
+
+
+def test_dev_ablation_is_measured_on_dev_and_selects_nothing(tmp_path):
+    dev = fake_features(12, seed=5)
+    _, plain = _search(tmp_path / "plain", steps=4)
+    model = _model()
+    result = run_search(model, **_options(tmp_path / "dev", 4), dev_features=dev)
+    assert "dev_ablation_scores" not in plain.diagnostics
+    scores = result.diagnostics["dev_ablation_scores"]
+    assert set(scores) == {1, 2, 3}
+    # Same search, same selection and D_alpha scores: it is measured after the search.
+    assert result.layers == plain.layers and result.probs == plain.probs
+    assert result.diagnostics["ablation_scores"] == plain.diagnostics["ablation_scores"]
+    assert scores != result.diagnostics["ablation_scores"]  # another split, other numbers
+    trainer = Trainer(
+        model, task=TASK, train_features=fake_features(8), dev_features=None, tcfg=trainer_cfg(),
+        seed=0, pad_token_id=0, logger=RunLogger(tmp_path), phase="search",
+        checkpoint_path=tmp_path / "x.pt", progress=False,
+    )  # fmt: skip
+    assert ablation_scores(model, trainer, dev) == pytest.approx(scores)
+    table = format_diagnostics(result.diagnostics)
+    assert "ablation on dev" in table and "ablation on dev" not in format_diagnostics(
+        plain.diagnostics
+    )
 
 
 def test_diagnostics_drift_norms_and_the_metrics_log(tmp_path):

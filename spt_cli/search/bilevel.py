@@ -180,8 +180,11 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     lower_stores: LowerStateStores | None = None,
+    dev_features: Sequence[dict] | None = None,
 ) -> SearchResult:
-    """Search the gates of ``model`` on D_w (``w_features``) and D_alpha (``alpha_features``)."""
+    """Search the gates of ``model`` on D_w (``w_features``) and D_alpha (``alpha_features``).
+    With ``dev_features`` (``search.dev_ablation``), the diagnostics also hold the ablation
+    scores on dev (``dev_ablation_scores``): measured after the search, they select nothing."""
     bilevel = build_bilevel(
         model,
         task=task,
@@ -228,6 +231,8 @@ def run_search(
     diag.update({"select": select, "ablation_scores": scores, "by_gates": by_gates,
                  "by_ablation": by_ablation, "selection": selection,
                  "weights_frozen_at": bilevel.weights_frozen_at})  # fmt: skip
+    if dev_features is not None:
+        diag["dev_ablation_scores"] = ablation_scores(model, trainer, dev_features)
     # Its own phase: the "search" records stay one per step.
     logger.log(_flat(diag), step=trainer.total, phase="search_summary")
     return SearchResult(layers, probs, budget, threshold, diag)
@@ -263,9 +268,10 @@ def mixture_norms(
 def ablation_scores(
     model: SearchableModel, trainer: Trainer, features: Sequence[dict]
 ) -> dict[int, float]:
-    """Per candidate layer, the D_alpha loss with its gate alone switched off (a_l = 0) minus
-    the loss with it switched on (a_l = 1), the other gates as learned, dropout off (DARTS-PT's
-    perturbation-based selection): large = the layer's new prompt helps."""
+    """Per candidate layer, the loss on ``features`` (D_alpha, or dev) with its gate alone
+    switched off (a_l = 0) minus the loss with it switched on (a_l = 1), the other gates as
+    learned, dropout off (DARTS-PT's perturbation-based selection): large = the layer's new
+    prompt helps."""
     model.eval()
     base = model.gate_probs()
     batches = list(_eval_batches(trainer, features))

@@ -136,12 +136,17 @@ def diagnose(
 
 
 def format_diagnostics(diag: dict[str, Any]) -> str:
-    """The console table of a search's diagnostics."""
-    lines = ["layer    gate    alpha   drift   ||a G||  ||(1-a) H_P||  kept"]
+    """The console table of a search's diagnostics (with ``search.dev_ablation``, a column of
+    the ablation scores on dev)."""
+    dev = {str(k): float(v) for k, v in (diag.get("dev_ablation_scores") or {}).items()}
+    lines = ["layer    gate    alpha   drift   ||a G||  ||(1-a) H_P||  kept"
+             + ("  ablation on dev" if dev else "")]  # fmt: skip
     for layer, d in diag["layers"].items():
+        kept = "*" if d["selected"] else " " if dev else ""
         lines.append(
             f"{layer:>5} {d['gate']:>7.3f} {d['alpha']:>8.3f} {d['drift']:>7.2f} "
-            f"{d['new_term']:>9.3f} {d['carried_term']:>14.3f}  {'*' if d['selected'] else ''}"
+            f"{d['new_term']:>9.3f} {d['carried_term']:>14.3f}  {kept}"
+            + (f"   {dev[layer]:>+14.4f}" if layer in dev else "")
         )
     state = "separated" if diag["separated"] else "NOT separated"
     lines.append(f"gates {state} (gap {diag['gap']:.3f}); alpha steps {diag['alpha_steps']}")

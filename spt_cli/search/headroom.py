@@ -117,27 +117,47 @@ def _tau(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
 
-def search_signals(search: dict[str, Any]) -> dict[str, Signal]:
-    """The selection signals one search record carries, each scoring a subset by the sum over
-    its blocks: the final gate probabilities and the ablation scores (the loss change on
-    D_alpha when one candidate's prompt is removed from the trained supernet; higher = more
-    useful), where the record has them."""
+# The per-block scores a search record can carry, by signal name: final gate probabilities,
+# and the ablation scores (the loss change when one candidate's prompt is removed from the
+# trained supernet; higher = more useful) on D_alpha and, with search.dev_ablation, on dev.
+SEARCH_SCORES = ("final gates", "ablation on D_alpha", "ablation on dev")
+
+
+def block_scores(search: dict[str, Any], name: str) -> dict[int, float]:
+    """One search record's per-block scores of signal ``name`` (one of `SEARCH_SCORES`;
+    empty when the record lacks them)."""
     diag = search.get("search_diagnostics") or {}
-    per_block = {
-        "final gates": {int(b): float(p) for b, p in (search.get("gate_probs") or {}).items()},
-        "ablation on D_alpha": {
-            int(b): float(s) for b, s in (diag.get("ablation_scores") or {}).items()
-        },
-    }
+    found = {
+        "final gates": search.get("gate_probs"),
+        "ablation on D_alpha": diag.get("ablation_scores"),
+        "ablation on dev": diag.get("dev_ablation_scores"),
+    }[name]
+    return {int(b): float(s) for b, s in (found or {}).items()}
 
-    def summed(scores: dict[int, float]) -> Signal:
-        def signal(control: dict[str, Any], layers: list[int]) -> float | None:
-            known = [scores[b] for b in layers if b in scores]
-            return sum(known) if len(known) == len(layers) else None
 
-        return signal
+def mean_block_scores(searches: Sequence[dict[str, Any]], name: str) -> dict[int, float]:
+    """Per-block scores of signal ``name`` averaged over the searches that carry them (blocks
+    every one of them scored); empty when none does."""
+    found = [s for s in (block_scores(r, name) for r in searches) if s]
+    blocks = set.intersection(*(set(s) for s in found)) if found else set()
+    return {b: statistics.fmean(s[b] for s in found) for b in sorted(blocks)}
 
-    return {name: summed(scores) for name, scores in per_block.items() if scores}
+
+def summed(scores: dict[int, float]) -> Signal:
+    """A subset's score: the sum of its blocks' scores (None when a block has none)."""
+
+    def signal(control: dict[str, Any], layers: list[int]) -> float | None:
+        known = [scores[b] for b in layers if b in scores]
+        return sum(known) if len(known) == len(layers) else None
+
+    return signal
+
+
+def search_signals(search: dict[str, Any]) -> dict[str, Signal]:
+    """The selection signals one search record carries (`SEARCH_SCORES`), each scoring a
+    subset by the sum over its blocks."""
+    scores = {name: block_scores(search, name) for name in SEARCH_SCORES}
+    return {name: summed(found) for name, found in scores.items() if found}
 
 
 def signal_rows(
@@ -145,11 +165,14 @@ def signal_rows(
     searches: dict[TaskSeed, dict[str, Any]],
     proxies: Sequence[dict[TaskSeed, dict[str, Any]]] = (),
     repeats: dict[TaskSeed, list[dict[str, Any]]] | None = None,
+    reruns: tuple[str, dict[TaskSeed, list[dict[str, Any]]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per signal: the mean Kendall tau with the subsets' dev and test over the task-seeds it
     scores ("later is better" on every task-seed; search signals where a search ran; a short
     retrain's dev where a proxy record was made, one signal per step count; the gates averaged
-    over the search and its ``repeats`` under other search seeds)."""
+    over the search and its ``repeats`` under other search seeds; with ``reruns`` = (label,
+    searches per task-seed), each search signal of those searches, averaged over them, named
+    "<signal> (<label>)": e.g. searches rerun with ``search.dev_ablation``)."""
     taus: dict[str, list[dict[str, float | None]]] = {"later is better (prior)": []}
     for key, control in sorted(controls.items()):
         taus["later is better (prior)"].append(signal_tau(control, later_is_better))
@@ -162,6 +185,10 @@ def signal_rows(
             signals["final gates, mean over search seeds"] = mean_gates_signal(
                 [searches[key], *repeats[key]]
             )
+        if reruns and reruns[1].get(key):
+            for name in SEARCH_SCORES:
+                if found := mean_block_scores(reruns[1][key], name):
+                    signals[f"{name} ({reruns[0]})"] = summed(found)
         for name, signal in signals.items():
             taus.setdefault(name, []).append(signal_tau(control, signal))
     return [
@@ -294,27 +321,26 @@ def proxy_screen(control: dict[str, Any], proxy: dict[str, Any], top: int = 3) -
 def mean_gates(searches: Sequence[dict[str, Any]]) -> dict[int, float]:
     """Each candidate's final gate probability averaged over searches of one task-seed that
     differ in ``search.seed`` only (blocks every search gated)."""
-    probs = [{int(b): float(p) for b, p in (s.get("gate_probs") or {}).items()} for s in searches]
-    blocks = set.intersection(*(set(p) for p in probs)) if probs else set()
-    return {b: statistics.fmean(p[b] for p in probs) for b in sorted(blocks)}
+    return mean_block_scores(searches, "final gates")
 
 
 def mean_gates_signal(searches: Sequence[dict[str, Any]]) -> Signal:
     """A subset's score under gates averaged over several search seeds: the sum over its
     blocks (as `search_signals` scores the gates of one search)."""
-    gates = mean_gates(searches)
-
-    def signal(control: dict[str, Any], layers: list[int]) -> float | None:
-        return sum(gates[b] for b in layers) if all(b in gates for b in layers) else None
-
-    return signal
+    return summed(mean_gates(searches))
 
 
 def mean_gates_top_k(control: dict[str, Any], searches: Sequence[dict[str, Any]]) -> list[int]:
     """The K candidates with the largest gates averaged over search seeds (the search's own
     rule, `select.select_layers`, on the mean; ties to the lower block as there)."""
-    gates = mean_gates(searches)
-    return select.select_layers(gates, control["k"]) if gates else []
+    return top_k_of(control, searches, "final gates")
+
+
+def top_k_of(control: dict[str, Any], searches: Sequence[dict[str, Any]], name: str) -> list[int]:
+    """The K candidates with the largest scores of signal ``name`` (`SEARCH_SCORES`) averaged
+    over ``searches`` (the search's own rule, `select.select_layers`; empty without scores)."""
+    scores = mean_block_scores(searches, name)
+    return select.select_layers(scores, control["k"]) if scores else []
 
 
 def seed_agreement(

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spt_cli.config import to_plain
+from spt_cli.errors import ConfigError
 from spt_cli.plots import plot_gates
 from spt_cli.runlog import RunLogger, read_metrics
 from spt_cli.search.diagnostics import format_diagnostics
@@ -147,6 +148,12 @@ def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[
     from spt_cli.model import format_parameter_table
     from spt_cli.search.bilevel import run_search, search_budget, split_train
 
+    dev_ablation = bool(cfg.search.dev_ablation)
+    if dev_ablation and not s.data.dev:
+        raise ConfigError(
+            f"search.dev_ablation=true needs dev examples and {s.task.name} has none here: "
+            "raise data.dev_ratio or drop search.dev_ablation"
+        )
     # The search's randomness (init, split, batch order) follows search.seed when it is set
     # apart from the data seed; the retrain after it keeps seed, like every control retrain.
     seed = int(cfg.seed) if cfg.search.seed is None else int(cfg.search.seed)
@@ -169,6 +176,7 @@ def search(cfg: DictConfig, s: Setup, run_dir: Path, logger: RunLogger) -> dict[
         checkpoint_path=run_dir / SEARCH_CKPT,
         resume=bool(cfg.resume),
         lower_stores=s.stores,
+        dev_features=encode_split(cfg, s, s.data.dev, model.head_name) if dev_ablation else None,
     )
     selection = {
         "layers": result.layers,

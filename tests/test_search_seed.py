@@ -57,3 +57,35 @@ def test_search_seed_repeats_the_search_on_the_same_data(tmp_path: Path) -> None
     assert (gates["other"]["d_w"], gates["other"]["d_alpha"]) == (
         gates["null"]["d_w"], gates["null"]["d_alpha"]
     )  # fmt: skip
+
+
+def test_dev_ablation_keeps_the_fingerprint_off_and_changes_it_on() -> None:
+    from spt_cli.config import to_plain
+
+    off = _compose([])
+    plain = to_plain(off)
+    del plain["search"]["dev_ablation"]  # the config before the key existed
+    assert fingerprint(plain) == fingerprint(off)
+    assert fingerprint(_compose(["search.dev_ablation=true"])) != fingerprint(off)
+
+
+@pytest.mark.skipif(shared_data() is None, reason="needs the shared data mirror")
+def test_dev_ablation_scores_every_candidate_on_dev_and_changes_no_gate(tmp_path: Path) -> None:
+    from spt_cli.errors import ConfigError
+    from spt_cli.stages.search import stage_search
+
+    found = {}
+    for name, extra in (("off", []), ("on", ["search.dev_ablation=true"])):
+        stage_search(_compose(extra), tmp_path / name)
+        found[name] = json.loads((tmp_path / name / "selected_layers.json").read_text())
+    on, off = found["on"], found["off"]
+    assert on["probs"] == off["probs"] and on["layers"] == off["layers"]
+    scores = on["diagnostics"]["dev_ablation_scores"]
+    assert set(scores) == set(on["probs"]) and len(set(scores.values())) > 1
+    assert "dev_ablation_scores" not in off["diagnostics"]
+    # A full-data split too small to hold out a dev example: refused before any training.
+    with pytest.raises(ConfigError, match="search.dev_ablation=true needs dev examples"):
+        stage_search(
+            _compose(["search.dev_ablation=true", "shots=0", "split=full", "data.dev_ratio=1e-6"]),
+            tmp_path / "none",
+        )

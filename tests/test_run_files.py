@@ -9,13 +9,32 @@ import pytest
 
 from spt_cli.errors import ConfigError
 from spt_cli.model.artifact import find_artifact, read_artifact_config
-from spt_cli.stages.selection import read_selection, searched_layers, write_selection
+from spt_cli.stages.selection import kept_layers, read_selection, searched_layers, write_selection
 
 
 def test_selection_roundtrip(tmp_path):
     write_selection(tmp_path, {"layers": [3, 1], "probs": {"1": 0.9, "3": 0.8}})
     assert read_selection(tmp_path)["probs"] == {"1": 0.9, "3": 0.8}
     assert searched_layers(tmp_path) == [3, 1]
+
+
+def test_retrain_from_search_says_when_the_search_kept_another_set(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from spt_cli.stages.train import resolve_retrain_layers
+
+    write_selection(tmp_path, {"layers": [4, 5], "probs": {}})
+    cfg = OmegaConf.create({"layers": None, "from_search": str(tmp_path)})
+    assert kept_layers(tmp_path) is None  # retrain=false: no results.json
+    assert resolve_retrain_layers(cfg) == [4, 5] and "kept" not in capsys.readouterr().err
+    (tmp_path / "results.json").write_text(json.dumps({"selected_layers": [3]}))
+    assert kept_layers(tmp_path) == [3]
+    assert resolve_retrain_layers(cfg) == [4, 5]  # still the searched set ...
+    assert "kept [3] on dev (search.keep_best_of): layers=[3]" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text(json.dumps({"selected_layers": [5, 4]}))
+    assert resolve_retrain_layers(cfg) == [4, 5] and "kept" not in capsys.readouterr().err
+    (tmp_path / "results.json").write_text("{not json")
+    assert kept_layers(tmp_path) is None
 
 
 def test_selection_missing(tmp_path):

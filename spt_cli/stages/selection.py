@@ -47,6 +47,17 @@ def searched_layers(from_search: str | Path) -> list[int]:
     return read_selection(from_search)["layers"]
 
 
+def kept_layers(run_dir: str | Path) -> list[int] | None:
+    """The layers a search run's own retrain kept (``results.json``: with
+    ``search.keep_best_of`` the best on dev of several sets, which may not be the searched
+    one); None when the run did not retrain (``retrain=false``) or its results are unreadable."""
+    path = Path(run_dir) / "results.json"
+    try:
+        return [int(x) for x in json.loads(path.read_text(encoding="utf-8"))["selected_layers"]]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def read_search(from_search: str | Path) -> dict[str, Any]:
     """A finished search's selection from its run directory (``selected_layers.json``) or its
     record (a ``spt-run search`` record file, e.g. under ``results/``), in the run

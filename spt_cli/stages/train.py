@@ -13,7 +13,7 @@ from spt_cli.runlog import RunLogger
 from spt_cli.stages.common import Setup, build, encode_split, logger_for, pad_id, say, setup
 from spt_cli.stages.common import test_metrics as measure_test
 from spt_cli.stages.results import Fit, report, write_results
-from spt_cli.stages.selection import searched_layers
+from spt_cli.stages.selection import kept_layers, searched_layers
 
 
 def fit_and_test(
@@ -78,7 +78,16 @@ def resolve_retrain_layers(cfg: DictConfig) -> list[int]:
         raise ConfigError(
             "retrain needs from_search=<search run dir> or layers=[..], e.g. layers=[2,4]"
         )
-    return searched_layers(str(src))
+    layers = searched_layers(str(src))
+    kept = kept_layers(str(src))
+    if kept is not None and sorted(kept) != sorted(layers):
+        arg = ",".join(map(str, kept))
+        say(
+            "retrain",
+            f"from_search retrains the searched set {layers}; the search's own retrain kept "
+            f"{kept} on dev (search.keep_best_of): layers=[{arg}] retrains that one",
+        )
+    return layers
 
 
 def stage_train(cfg: DictConfig, run_dir: Path, stage: str = "train") -> float | None:

@@ -58,12 +58,14 @@ CONTROLS = ROOT / "results" / "controls"
 # Short retrains of the same subsets (scripts/headroom_proxy.sh), one folder per step count
 # (steps25/, ...), each laid out as CONTROLS.
 PROXIES = ROOT / "results" / "proxies"
-# Searches repeated under other search seeds (search.seed; scripts/headroom_seeds.sh), per
-# regime block: records laid out as the searches they repeat.
+# Searches repeated under other search seeds (search.seed), per regime block: (their folder,
+# laid out as the searches they repeat, and the script that made them).
 REPEATS = {
-    "headroom-fewshot": ROOT / "results" / "searches" / "minilm_seeds",
-    "headroom-b": ROOT / "results" / "searches" / "mpnet_seeds",
-}
+    "headroom-fewshot": (ROOT / "results" / "searches" / "minilm_seeds",
+                         "scripts/headroom_seeds.sh"),
+    "headroom-b": (ROOT / "results" / "searches" / "mpnet_seeds",
+                   "MODEL=mpnet scripts/headroom_devabl.sh"),
+}  # fmt: skip
 # Searches made with search.dev_ablation=true (scripts/headroom_devabl.sh), per regime block:
 # (what they are, their folder). Their signals, ablation on dev among them, are ranked on the
 # same searches.
@@ -249,7 +251,7 @@ def regime_report(
     tasks: tuple[str, ...],
     found: Path,
     source: str,
-    again: Path | None = None,
+    again: tuple[Path, str] | None = None,
     rerun: tuple[str, Path] | None = None,
 ) -> str:
     """A regime's generated block: headroom per task, searches and fixed rules against the
@@ -259,7 +261,7 @@ def regime_report(
     if not controls:
         return f"No complete control records in `results/controls/{folder}/` yet."
     searches = latest_searches(found, controls)
-    repeats = load_repeats(again, controls)
+    repeats = load_repeats(again[0] if again else None, controls)
     reruns = (rerun[0], load_reruns(rerun[1], controls)) if rerun else None
     proxies = []  # per step count: (task, seed) -> proxy record
     for steps in sorted(PROXIES.glob(f"steps*/{folder}")):
@@ -288,7 +290,7 @@ def regime_report(
             "`scripts/headroom_proxy.sh`") if proxies else ""  # fmt: skip
     if repeats:
         made += (f"; {sum(map(len, repeats.values()))} repeated searches of {len(repeats)} "
-                 "task-seeds, `scripts/headroom_seeds.sh`")  # fmt: skip
+                 f"task-seeds, `{again[1]}`")  # fmt: skip
     if reruns and reruns[1]:
         made += (
             f"; {sum(map(len, reruns[1].values()))} searches with `search.dev_ablation=true` "
@@ -300,13 +302,14 @@ def regime_report(
     if reruns and (agree := rerun_agreement(searches, reruns[1])):
         lines += [agree, ""]
     if repeats:
-        counts = [seed_agreement(controls[key], [searches[key], *again])
-                  for key, again in sorted(repeats.items()) if key in searches]  # fmt: skip
+        counts = [seed_agreement(controls[key], [searches[key], *more])
+                  for key, more in sorted(repeats.items()) if key in searches]  # fmt: skip
         same, pairs = sum(c[0] for c in counts), sum(c[1] for c in counts)
         chance = sum(c[1] * c[2] for c in counts)
         lines += [
             f"Searches of one task-seed under different search seeds keep the same top K "
-            f"in {same} of {pairs} pairs ({chance:.1f} expected of random picks).",
+            f"in {same} of {pairs} pairs ({chance:.{1 if chance >= 1 else 2}f} expected of random "
+            "picks).",
             "",
         ]
     return "\n".join(lines)

@@ -333,7 +333,7 @@ def _rss_kb(field: str) -> int:
 
 def rss_child(args: argparse.Namespace) -> int:
     """--rss-child NAME: build one measured step, reset the peak, run 2 steps, print MiB."""
-    steps, _, _ = build_steps(args, only=args.rss_child)
+    steps, _, _, _ = build_steps(args, only=args.rss_child)
     fn = steps[args.rss_child]
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     base = _rss_kb("VmRSS")
@@ -406,8 +406,9 @@ def per_run_times(model: str, num_layers: int) -> dict[str, float | None]:
 
 # -- the run ----------------------------------------------------------------------------------
 def build_steps(args: argparse.Namespace, only: str | None = None, minilm_step: bool = False):
-    """Timed functions by name, plus (models, batch) for FLOP and memory counts;
-    ``minilm_step``: MiniLM's prompt-tuning step too (``--runs``)."""
+    """Timed functions by name, their models and the batch each is fed (for memory counts),
+    and the backbone's (config, weights, tokenizer, batch, L/2, L); ``minilm_step``: MiniLM's
+    prompt-tuning step too (``--runs``)."""
     mcfg = model_config(args.model)
     hf, tok = load_backbone(mcfg)
     num_layers = int(hf.config.num_hidden_layers)
@@ -453,6 +454,7 @@ def build_steps(args: argparse.Namespace, only: str | None = None, minilm_step: 
     makers["search_first"] = search("first")
     makers["search_second"] = search("second")
     makers["search_second_forward"] = search("second", "forward")
+    own_batch: dict[str, dict[str, torch.Tensor]] = {}
     if minilm_step and not only:
         # MiniLM's prompt-tuning step in the same rounds: the per-step cost ratio that scales
         # MiniLM's retrain time into a prediction for this backbone's.
@@ -460,14 +462,17 @@ def build_steps(args: argparse.Namespace, only: str | None = None, minilm_step: 
             m_cfg = model_config("minilm")
             m_hf, m_tok = load_backbone(m_cfg)
             model = ours(m_cfg, m_hf, m_tok, "prompt_tuning", p)
-            return model, train_step(model, make_batch(m_tok, args.batch, args.length, 0))
+            # Its own tokenizer's ids: another backbone's vocabulary can exceed MiniLM's.
+            own_batch["minilm_prompt_tuning"] = make_batch(m_tok, args.batch, args.length, 0)
+            return model, train_step(model, own_batch["minilm_prompt_tuning"])
 
         makers["minilm_prompt_tuning"] = minilm
     names = [only] if only else list(makers)
     models, steps = {}, {}
     for name in names:
         models[name], steps[name] = makers[name]()
-    return steps, models, (mcfg, hf, tok, batch, mid, num_layers)
+    batches = {name: own_batch.get(name, batch) for name in names}
+    return steps, models, batches, (mcfg, hf, tok, batch, mid, num_layers)
 
 
 def interleaved(fns: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict:
@@ -516,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     t_start = time.time()
-    steps, models, (mcfg, hf, tok, batch, mid, num_layers) = build_steps(
+    steps, models, batches, (mcfg, hf, tok, batch, mid, num_layers) = build_steps(
         args, minilm_step=args.runs
     )
     seq = args.length + args.tokens
@@ -550,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     achieved = {name: flops[name] / med[name] for name in flops}
     memory: dict[str, dict[str, float | None]] = {}
     for name in steps:  # search: the weight step's forward (spt with every candidate layer)
-        memory[name] = {"saved_mb": round(saved_mb(models[name], batch), 1)}
+        memory[name] = {"saved_mb": round(saved_mb(models[name], batches[name]), 1)}
     rss = rss_fresh(args, list(steps)) if args.rss else {}
     for name in steps:
         memory.setdefault(name, {})["peak_rss_mb"] = rss.get(name)

@@ -132,3 +132,17 @@ def test_profile_step_splits_the_step_time_into_its_categories(tmp_path):
         assert ms["linear"] > 0 and ms["attention"] > 0 and ms["dropout"] > 0
         assert prof["flops"]["linear"] > 0 and prof["flops"]["attention"] > 0
     assert "| linear |" in proc.stdout
+
+
+def test_the_minilm_reference_step_is_fed_minilm_tokens():
+    """``--runs`` times MiniLM's step beside the backbone's: each model's memory is measured
+    on its own tokenizer's batch (SmolLM2's ids index past MiniLM's vocabulary)."""
+    import argparse
+
+    args = argparse.Namespace(model="tiny-bert", batch=2, length=16, tokens=4)
+    steps, models, batches, ctx = bench.build_steps(args, minilm_step=True)
+    assert "minilm_prompt_tuning" in steps and set(batches) == set(steps) == set(models)
+    own = bench.make_batch(bench.load_backbone(bench.model_config("minilm"))[1], 2, 16, 0)
+    assert torch.equal(batches["minilm_prompt_tuning"]["input_ids"], own["input_ids"])
+    assert all(batches[name] is ctx[3] for name in steps if name != "minilm_prompt_tuning")
+    assert bench.saved_mb(models["minilm_prompt_tuning"], batches["minilm_prompt_tuning"]) > 0

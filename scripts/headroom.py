@@ -19,6 +19,7 @@ from spt_cli.files import fill_block
 from spt_cli.search import select
 from spt_cli.search.controls import lookup
 from spt_cli.search.headroom import (
+    best_with_named,
     block_scores,
     headroom_by_task,
     headroom_markdown,
@@ -204,7 +205,7 @@ def rule_rows(
 
         rules["gates averaged over search seeds, top K"] = seeded
         rules["best of last K, middle K, the averaged gates' top K on dev"] = lambda c: (
-            seeded(c) and pick_on_dev(c, [last_k(c), middle_k(c), seeded(c)])
+            best_with_named(c, seeded(c))
         )
     if reruns and reruns[1]:
         label, found = reruns
@@ -215,7 +216,7 @@ def rule_rows(
 
         rules[f"ablation on dev, top K ({label})"] = by_dev_ablation
         rules["best of last K, middle K, the ablation on dev's top K on dev"] = lambda c: (
-            (mine := by_dev_ablation(c)) and pick_on_dev(c, [last_k(c), middle_k(c), mine])
+            best_with_named(c, by_dev_ablation(c))
         )
     for made in proxies:
         steps = proxy_steps(next(iter(made.values())))

@@ -112,6 +112,19 @@ def test_reruns_give_each_search_signal_averaged_over_them() -> None:
     assert by_name["ablation on dev (reruns)"]["dev"] > 0.5
 
 
+def test_best_with_named_needs_the_signals_set_retrained() -> None:
+    control = _control(LATER)  # last K [3, 4] (dev 0.6), middle K [2, 3] (0.35)
+    assert headroom.best_with_named(control, [3, 4]) == [3, 4]
+    control["extra"] = {"1,2": {"dev": 0.9, "test": 0.5}}
+    del control["subsets"]["1,2"]
+    assert headroom.best_with_named(control, [1, 2]) == [1, 2]  # a named set beside the sample
+    del control["extra"]
+    # Not retrained: no pick (it must not become the best of the last K and the middle K).
+    assert headroom.best_with_named(control, [1, 2]) is None
+    assert headroom.best_with_named(control, []) is None
+    assert headroom.best_with_named(control, None) is None
+
+
 def test_dev_size_is_the_count_the_accuracies_share() -> None:
     # 32 dev examples: 0.71875 = 23/32 needs n = 32
     assert headroom.dev_size(_control({"1,2": (0.5, 0.5), "3,4": (0.71875, 0.6)})) == 32

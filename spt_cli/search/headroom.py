@@ -215,6 +215,16 @@ def pick_on_dev(control: dict[str, Any], sets: Sequence[Sequence[int] | None]) -
     return found[select.keep_best([lookup(control, s)["dev"] for s in found])]
 
 
+def best_with_named(control: dict[str, Any], chosen: Sequence[int] | None) -> list[int] | None:
+    """The best on dev of the last K, the middle K and ``chosen`` (a signal's top K): None when
+    ``chosen`` is empty or was not retrained, so that such a task-seed is left out rather than
+    scored as the choice between the other two."""
+    if not chosen or lookup(control, chosen) is None:
+        return None
+    return pick_on_dev(control, [select.last_k(control["candidates"], control["k"]),
+                                 middle_k(control), chosen])  # fmt: skip
+
+
 def with_sets(control: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     """``control`` with every set ``other`` retrained (a record of the same task-seed and
     protocol, e.g. at another budget K) added to its named sets: rules may then choose among

@@ -5,6 +5,7 @@ records only (nothing is trained here; the records come from scripts/headroom_fu
 
     python scripts/headroom.py report          # -> results/headroom/report.md, docs/search.md
     python scripts/headroom.py report --check  # docs/search.md is what the records give
+    python scripts/headroom.py sets headroom-b # signal sets the controls lack (to retrain)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from spt_cli.config import primary_defaults
@@ -427,6 +429,34 @@ def cmd_report(opts: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sets(opts: argparse.Namespace) -> int:
+    """Print, per task-seed of a regime, the signal sets its rules need and its controls lack
+    (the averaged gates' top K, the ablation on dev's top K): ``task seed [[..],[..]]``, one
+    line each, for `spt-run controls controls.sets=...` (scripts/headroom_signal_sets.sh)."""
+    name = next((n for n, (b, *_) in REGIMES.items() if b == opts.block), None)
+    if name is None:
+        blocks = ", ".join(b for b, *_ in REGIMES.values())
+        print(f"headroom.py sets: no regime block {opts.block!r}; one of {blocks}", file=sys.stderr)
+        return 2
+    folder, tasks, found, _ = REGIMES[name][1:]
+    controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
+    controls = {key: c for key, c in controls.items() if key[0] in tasks}
+    searches = latest_searches(found, controls)
+    repeats = load_repeats(REPEATS[opts.block][0], controls) if opts.block in REPEATS else {}
+    reruns = load_reruns(RERUNS[opts.block][1], controls) if opts.block in RERUNS else {}
+    for key, control in sorted(controls.items()):
+        wanted = []
+        if key in reruns:
+            wanted.append(top_k_of(control, reruns[key], "ablation on dev"))
+        if key in repeats and key in searches:
+            wanted.append(mean_gates_top_k(control, [searches[key], *repeats[key]]))
+        missing = [s for s in dict.fromkeys(map(tuple, wanted)) if s and lookup(control, s) is None]
+        if missing:
+            print(key[0], key[1], "[" + ",".join("[" + ",".join(map(str, s)) + "]"
+                                                 for s in missing) + "]")  # fmt: skip
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -436,8 +466,10 @@ def main() -> int:
         action="store_true",
         help="fail if docs/search.md differs from the records; write nothing",
     )
+    sets = sub.add_parser("sets", help="the signal sets a regime's controls lack")
+    sets.add_argument("block", help="a regime's block in docs/search.md, e.g. headroom-b")
     opts = parser.parse_args()
-    return {"report": cmd_report}[opts.cmd](opts)
+    return {"report": cmd_report, "sets": cmd_sets}[opts.cmd](opts)
 
 
 if __name__ == "__main__":

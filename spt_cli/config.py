@@ -163,6 +163,14 @@ class IntList:
 
 
 @dataclass(frozen=True)
+class IntLists:
+    """A list of lists of integers >= ``low`` (e.g. layer sets)."""
+
+    example: str
+    low: int = 0
+
+
+@dataclass(frozen=True)
 class NumList:
     """A list of ``length`` numbers, each in [low, high) (e.g. Adam's betas)."""
 
@@ -172,7 +180,7 @@ class NumList:
     high: float
 
 
-Rule = Num | Choice | Choices | Flag | IntList | NumList
+Rule = Num | Choice | Choices | Flag | IntList | IntLists | NumList
 
 # Every key the preflight checks, with its type and range. Keys left out take any value
 # (paths, names); tests/test_config_walk.py lists those and fails on a key in neither.
@@ -249,6 +257,7 @@ RULES: dict[str, Rule] = {
     "controls.shards": Num("2", low=1, integer=True),
     "controls.shard": Num("0", low=0, integer=True),
     "controls.include": Choices(CONTROL_SETS),
+    "controls.sets": IntLists("[[1,5,7,9]]"),
     "search.keep_best_of": Choices(KEEP_BEST_SETS),
     **{f"search.{k}": Choice(v) for k, v in SEARCH_CHOICES.items()},
 }
@@ -306,6 +315,15 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
             raise ConfigError(
                 f"{key} must be a list of integers >= {rule.low}, got {_show(value)}; "
                 f"e.g. {key}={rule.example}"
+            )
+    elif isinstance(rule, IntLists):
+        ok = _is_list(value) and all(
+            _is_list(x) and x and all(_is_int(y) and y >= rule.low for y in x) for x in value
+        )
+        if not ok:
+            raise ConfigError(
+                f"{key} must be a list of lists of integers >= {rule.low}, got {_show(value)}; "
+                f"e.g. '{key}={rule.example}'"
             )
     else:
         ok = _is_list(value) and len(value) == rule.length

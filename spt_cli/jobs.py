@@ -72,6 +72,7 @@ INTRODUCED = {
     ("controls", "shard"): (0, ("controls",)),
     ("search", "seed"): (None, ("search",)),
     ("search", "dev_ablation"): (False, ("search",)),
+    ("controls", "sets"): ([], ("controls",)),
 }
 
 

@@ -155,3 +155,28 @@ def test_a_record_of_another_budget_is_not_mixed_in(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="K=4 among .*this run's are K=2.*controls_k2"):
         ControlRecord(tmp_path, {**four, "k": 2}, {})
     assert len(ControlRecord(tmp_path, four, {}).subsets) == 1
+
+
+def test_listed_sets_are_retrained_beside_the_named_ones(tmp_path: Path) -> None:
+    from spt_cli.errors import ConfigError
+    from spt_cli.stages.controls import stage_controls
+
+    records = tmp_path / "records"
+
+    def cfg_with(sets: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[
+                "stage=controls", *COMMON, "method.layers=[1,2,3]", "search.budget=2",
+                "controls.max_subsets=0", "controls.include=[]", f"controls.sets={sets}",
+                f"controls.records={records}", *searchpath_override(),
+            ])  # fmt: skip
+        cfg.data.root = str(shared_data())
+        return cfg
+
+    stage_controls(cfg_with("[[3,1]]"), tmp_path / "a")
+    (path,) = records.rglob("*.json")
+    data = json.loads(path.read_text())
+    assert data["subsets"] == {} and list(data["extra"]) == ["1,3"]
+    for bad in ("[[1,1]]", "[[1,2,3]]", "[[1,9]]"):
+        with pytest.raises(ConfigError, match=r"controls.sets entry .* must be K=2 distinct"):
+            stage_controls(cfg_with(bad), tmp_path / "b")

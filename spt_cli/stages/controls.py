@@ -107,10 +107,19 @@ def stage_controls(cfg: DictConfig, run_dir: Path) -> float | None:
 def _named_sets(
     cfg: DictConfig, candidates: list[int], k: int, searched: list[int] | None
 ) -> list[tuple[int, ...]]:
-    """The sets ``controls.include`` names, then the searched one (sorted tuples)."""
+    """The sets ``controls.include`` names, those ``controls.sets`` lists, then the searched
+    one (sorted tuples); a listed set that is not K distinct candidates is a ConfigError."""
     from spt_cli.search.select import named_sets
 
     sets = [layers for _, layers in named_sets(cfg.controls.include, candidates, k)]
+    for given in cfg.controls.sets:
+        layers = [int(x) for x in given]
+        if len(set(layers)) != k or not set(layers) <= set(candidates):
+            raise ConfigError(
+                f"controls.sets entry {layers} must be K={k} distinct blocks among the "
+                f"candidates {candidates}; e.g. 'controls.sets=[{list(candidates)[-k:]}]'"
+            )
+        sets.append(layers)
     return [tuple(sorted(x)) for x in [*sets, *([searched] if searched else [])]]
 
 

@@ -49,6 +49,16 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object read from ``path``; None when the file is missing, unreadable, not JSON or
+    not an object (for optional files such as a run's earlier results)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write a text file."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

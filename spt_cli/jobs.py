@@ -39,7 +39,7 @@ from spt_cli.config import (
     read_config_file,
     to_plain,
 )
-from spt_cli.files import write_json
+from spt_cli.files import read_json_object, write_json
 
 # Top-level keys that never change a run's numbers.
 NOT_FINGERPRINTED = (
@@ -310,14 +310,6 @@ def occupied_problem(prior: Prior, policy: str) -> str:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _reusable(code: str | None, policy: str) -> bool:
     """Whether ``reuse=policy`` accepts a result (or checkpoint) of numeric code ``code``."""
     if policy not in REUSE_POLICIES:
@@ -351,17 +343,17 @@ def find_prior(cfg: DictConfig, run_dir: Path) -> Prior:
     own = run_dir.resolve()
     stale = Prior()
     if cfg.records and (rec := find_record(Path(str(cfg.records)), fp)):
-        if (data := _read_json(rec)) is not None:
+        if (data := read_json_object(rec)) is not None:
             prior = _completed_prior(data, policy, record=rec)
             if prior.state == "completed":
                 return prior
             stale = prior
-    entry = _read_json(Path(str(cfg.job_index)) / f"{fp}.json") or {}
+    entry = read_json_object(Path(str(cfg.job_index)) / f"{fp}.json") or {}
     indexed = Path(str(entry["run_dir"])).resolve() if "run_dir" in entry else None
     for old in dict.fromkeys(p for p in (indexed, own) if p is not None):
         if not old.is_dir():
             continue
-        results = _read_json(old / "results.json")
+        results = read_json_object(old / "results.json")
         if results is not None and results.get("status") == "completed":
             config = results.get("config")
             if isinstance(config, dict) and fingerprint(config) == fp:
@@ -402,7 +394,7 @@ def carry_record(cfg: DictConfig, prior: Prior, overrides: list[str]) -> Path | 
         return None
     fp = fingerprint(cfg)
     existing = find_record(Path(str(cfg.records)), fp)
-    data = _read_json(existing) if existing else None
+    data = read_json_object(existing) if existing else None
     # Judged as find_prior judges it: an older record without ``code`` by its commit's.
     if data is not None and _completed_prior(data, str(cfg.reuse)).state == "completed":
         return None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spt_cli.errors import ConfigError
-from spt_cli.files import write_json
+from spt_cli.files import read_json_object, write_json
 from spt_cli.jobs import INTRODUCED
 
 SELECTION_FILE = "selected_layers.json"
@@ -51,10 +51,10 @@ def kept_layers(run_dir: str | Path) -> list[int] | None:
     """The layers a search run's own retrain kept (``results.json``: with
     ``search.keep_best_of`` the best on dev of several sets, which may not be the searched
     one); None when the run did not retrain (``retrain=false``) or its results are unreadable."""
-    path = Path(run_dir) / "results.json"
+    results = read_json_object(Path(run_dir) / "results.json") or {}
     try:
-        return [int(x) for x in json.loads(path.read_text(encoding="utf-8"))["selected_layers"]]
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        return [int(x) for x in results["selected_layers"]]
+    except (KeyError, TypeError, ValueError):
         return None
 
 

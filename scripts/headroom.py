@@ -30,6 +30,7 @@ from spt_cli.search.headroom import (
     pick_on_dev,
     proxy_screen,
     proxy_steps,
+    rerun_agreement,
     rules_markdown,
     searched_set,
     seed_agreement,
@@ -145,25 +146,6 @@ def load_reruns(folder: Path, controls: dict) -> dict:
         if key in controls and block_scores(rec, "ablation on dev"):
             out.setdefault(key, []).append(rec)
     return out
-
-
-def rerun_agreement(searches: dict, reruns: dict) -> str:
-    """How the reruns of a search at its own seed (``search.seed`` unset) compare with it: the
-    same gates bit for bit, the same top K of the gates."""
-    pairs = [(searches[key], rec) for key, recs in sorted(reruns.items()) if key in searches
-             for rec in recs if rec["config"]["search"].get("seed") is None]  # fmt: skip
-    if not pairs:
-        return ""
-    equal = sum(a["gate_probs"] == b["gate_probs"] for a, b in pairs)
-    same_k = sum(
-        select.select_layers(block_scores(a, "final gates"), len(searched_set(a)))
-        == select.select_layers(block_scores(b, "final gates"), len(searched_set(a)))
-        for a, b in pairs
-    )
-    return (
-        f"The reruns of {len(pairs)} searches at their own seed on today's code give the "
-        f"same gates bit for bit in {equal} and the same top K of the gates in {same_k}."
-    )
 
 
 def rule_rows(
@@ -302,8 +284,10 @@ def regime_report(
     lines += [f"Signals ranked against the subsets ({len(searches)} searches, `{source}`{made}):",
               "", signals_markdown(signal_rows(controls, searches, proxies, repeats, reruns)),
               ""]  # fmt: skip
-    if reruns and (agree := rerun_agreement(searches, reruns[1])):
-        lines += [agree, ""]
+    if reruns and (agree := rerun_agreement(controls, searches, reruns[1]))[0]:
+        lines += [f"The reruns of {agree[0]} searches at their own seed on today's code give the "
+                  f"same gates bit for bit in {agree[1]} and the same top K of the gates in "
+                  f"{agree[2]}.", ""]  # fmt: skip
     if repeats:
         counts = [seed_agreement(controls[key], [searches[key], *more])
                   for key, more in sorted(repeats.items()) if key in searches]  # fmt: skip

@@ -125,6 +125,24 @@ def test_best_with_named_needs_the_signals_set_retrained() -> None:
     assert headroom.best_with_named(control, None) is None
 
 
+def test_rerun_agreement_counts_equal_gates_and_equal_top_k() -> None:
+    control = _control(LATER)  # K = 2
+    key, other = ("sst2", 13), ("sst2", 21)
+    first = {"gate_probs": {"1": 0.9, "2": 0.8, "3": 0.1, "4": 0.2}}
+    same = {"gate_probs": dict(first["gate_probs"]), "config": {"search": {"seed": None}}}
+    close = {"gate_probs": {"1": 0.91, "2": 0.8, "3": 0.1, "4": 0.2},
+             "config": {"search": {"seed": None}}}  # fmt: skip
+    moved = {"gate_probs": {"1": 0.1, "2": 0.8, "3": 0.1, "4": 0.9},
+             "config": {"search": {"seed": None}}}  # fmt: skip
+    seeded = {"gate_probs": dict(first["gate_probs"]), "config": {"search": {"seed": 1}}}
+    controls = {key: control, other: control}
+    searches = {key: first, other: first}
+    reruns = {key: [same, close, seeded], other: [moved]}
+    # seeded is a repeat under another search seed, not a rerun: left out
+    assert headroom.rerun_agreement(controls, searches, reruns) == (3, 1, 2)
+    assert headroom.rerun_agreement(controls, {}, reruns) == (0, 0, 0)
+
+
 def test_dev_size_is_the_count_the_accuracies_share() -> None:
     # 32 dev examples: 0.71875 = 23/32 needs n = 32
     assert headroom.dev_size(_control({"1,2": (0.5, 0.5), "3,4": (0.71875, 0.6)})) == 32

@@ -221,8 +221,7 @@ def best_with_named(control: dict[str, Any], chosen: Sequence[int] | None) -> li
     scored as the choice between the other two."""
     if not chosen or lookup(control, chosen) is None:
         return None
-    return pick_on_dev(control, [select.last_k(control["candidates"], control["k"]),
-                                 middle_k(control), chosen])  # fmt: skip
+    return pick_on_dev(control, [last_k(control), middle_k(control), chosen])
 
 
 def with_sets(control: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -358,11 +357,23 @@ def seed_agreement(
 ) -> tuple[int, int, float]:
     """How often two searches of one task-seed under different search seeds keep the same top
     K of their gates: (agreeing pairs, pairs, the chance of two random K-subsets agreeing)."""
-    picks = [
-        tuple(select.select_layers({int(b): float(p) for b, p in s["gate_probs"].items()},
-                                   control["k"]))
-        for s in searches
-    ]  # fmt: skip
+    picks = [tuple(top_k_of(control, [s], "final gates")) for s in searches]
     pairs = [(a, b) for i, a in enumerate(picks) for b in picks[i + 1 :]]
     chance = 1 / math.comb(len(control["candidates"]), control["k"])
     return sum(a == b for a, b in pairs), len(pairs), chance
+
+
+def rerun_agreement(
+    controls: dict[TaskSeed, dict], searches: dict[TaskSeed, dict], reruns: dict[TaskSeed, list]
+) -> tuple[int, int, int]:
+    """How searches rerun at their own seed (``search.seed`` unset in the rerun) compare with
+    the searches they repeat: (pairs, the same gates bit for bit, the same top K of gates)."""
+    pairs = [(key, searches[key], rec) for key, recs in sorted(reruns.items())
+             if key in searches and key in controls
+             for rec in recs if rec["config"]["search"].get("seed") is None]  # fmt: skip
+    equal = sum(a["gate_probs"] == b["gate_probs"] for _, a, b in pairs)
+    same_k = sum(
+        top_k_of(controls[key], [a], "final gates") == top_k_of(controls[key], [b], "final gates")
+        for key, a, b in pairs
+    )
+    return len(pairs), equal, same_k

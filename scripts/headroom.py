@@ -126,26 +126,39 @@ def searched_entries(searches: dict, controls: dict, source: str) -> list[list[d
     return list(rows.values())
 
 
-def load_repeats(folder: Path | None, controls: dict) -> dict:
-    """(task, seed) -> the search records made with ``search.seed`` set, for the task-seeds
-    with controls (none without a folder)."""
+def by_task_seed(folder: Path | None, controls: dict, keep) -> dict:
+    """(task, seed) -> the search records below ``folder`` that ``keep`` accepts, for the
+    task-seeds with controls (none without a folder)."""
     out: dict = {}
     for rec in load_searches(folder) if folder is not None else []:
         key = (rec["task"], rec["seed"])
-        if key in controls and rec["config"]["search"].get("seed") is not None:
+        if key in controls and keep(rec):
             out.setdefault(key, []).append(rec)
     return out
 
 
-def load_reruns(folder: Path, controls: dict) -> dict:
-    """(task, seed) -> the search records below ``folder`` that hold ablation scores on dev,
-    for the task-seeds with controls."""
-    out: dict = {}
-    for rec in load_searches(folder):
-        key = (rec["task"], rec["seed"])
-        if key in controls and block_scores(rec, "ablation on dev"):
-            out.setdefault(key, []).append(rec)
-    return out
+def load_repeats(folder: Path | None, controls: dict) -> dict:
+    """The search records made with ``search.seed`` set, per task-seed."""
+    return by_task_seed(
+        folder, controls, lambda rec: rec["config"]["search"].get("seed") is not None
+    )
+
+
+def load_reruns(folder: Path | None, controls: dict) -> dict:
+    """The search records that hold ablation scores on dev, per task-seed."""
+    return by_task_seed(folder, controls, lambda rec: bool(block_scores(rec, "ablation on dev")))
+
+
+def regime_records(
+    folder: str, tasks: tuple[str, ...], found: Path, block: str
+) -> tuple[dict, dict, dict, dict]:
+    """A regime's complete control records, its searches (the latest per task-seed), their
+    repeats under other search seeds and the searches made with dev ablation."""
+    controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
+    controls = {key: c for key, c in controls.items() if key[0] in tasks}
+    repeats = load_repeats(REPEATS[block][0] if block in REPEATS else None, controls)
+    reruns = load_reruns(RERUNS[block][1] if block in RERUNS else None, controls)
+    return controls, latest_searches(found, controls), repeats, reruns
 
 
 def rule_rows(
@@ -231,23 +244,13 @@ def run_times(controls: dict, searches: dict) -> str:
     )
 
 
-def regime_report(
-    folder: str,
-    tasks: tuple[str, ...],
-    found: Path,
-    source: str,
-    again: tuple[Path, str] | None = None,
-    rerun: tuple[str, Path] | None = None,
-) -> str:
+def regime_report(block: str, folder: str, tasks: tuple[str, ...], found: Path, source: str) -> str:
     """A regime's generated block: headroom per task, searches and fixed rules against the
     subsets, selection rules, signals, per-run times."""
-    controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
-    controls = {key: c for key, c in controls.items() if key[0] in tasks}
+    controls, searches, repeats, made_with = regime_records(folder, tasks, found, block)
     if not controls:
         return f"No complete control records in `results/controls/{folder}/` yet."
-    searches = latest_searches(found, controls)
-    repeats = load_repeats(again[0] if again else None, controls)
-    reruns = (rerun[0], load_reruns(rerun[1], controls)) if rerun else None
+    reruns = (RERUNS[block][0], made_with) if block in RERUNS else None
     proxies = []  # per step count: (task, seed) -> proxy record
     for steps in sorted(PROXIES.glob(f"steps*/{folder}")):
         made = load_controls(steps, MAX_SUBSETS, one_thread_no_input_prompt)
@@ -275,7 +278,7 @@ def regime_report(
             "`scripts/headroom_proxy.sh`") if proxies else ""  # fmt: skip
     if repeats:
         made += (f"; {sum(map(len, repeats.values()))} repeated searches of {len(repeats)} "
-                 f"task-seeds, `{again[1]}`")  # fmt: skip
+                 f"task-seeds, `{REPEATS[block][1]}`")  # fmt: skip
     if reruns and reruns[1]:
         made += (
             f"; {sum(map(len, reruns[1].values()))} searches with `search.dev_ablation=true` "
@@ -306,9 +309,7 @@ def budget_report(other: int, made: Path, folder: str, tasks: tuple[str, ...], f
     """The product's rule at the regime's K and at K = ``other`` (the last K, the middle K and
     the search's own rule re-derived at that K, best on dev), and K itself chosen on dev;
     every set ranked against the regime's sample, test against its last K."""
-    controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
-    controls = {key: c for key, c in controls.items() if key[0] in tasks}
-    searches = latest_searches(found, controls)
+    controls, searches, _, _ = regime_records(folder, tasks, found, block="")
     merged, at_other = {}, {}
     for path in sorted(made.glob("*.json")):
         rec = json.loads(path.read_text(encoding="utf-8"))
@@ -387,8 +388,7 @@ def cmd_report(opts: argparse.Namespace) -> int:
     """Write results/headroom/report.md and docs/search.md's generated blocks; with
     ``--check``, write nothing and fail when docs/search.md is not what the records give."""
     blocks = {
-        name: (block, regime_report(*spec, REPEATS.get(block), RERUNS.get(block)))
-        for name, (block, *spec) in REGIMES.items()
+        name: (block, regime_report(block, *spec)) for name, (block, *spec) in REGIMES.items()
     }
     for block, (other, made) in BUDGETS.items():
         name = next(name for name, (b, *_) in REGIMES.items() if b == block)
@@ -422,12 +422,7 @@ def cmd_sets(opts: argparse.Namespace) -> int:
         blocks = ", ".join(b for b, *_ in REGIMES.values())
         print(f"headroom.py sets: no regime block {opts.block!r}; one of {blocks}", file=sys.stderr)
         return 2
-    folder, tasks, found, _ = REGIMES[name][1:]
-    controls = load_controls(CONTROLS / folder, MAX_SUBSETS, one_thread_no_input_prompt)
-    controls = {key: c for key, c in controls.items() if key[0] in tasks}
-    searches = latest_searches(found, controls)
-    repeats = load_repeats(REPEATS[opts.block][0], controls) if opts.block in REPEATS else {}
-    reruns = load_reruns(RERUNS[opts.block][1], controls) if opts.block in RERUNS else {}
+    controls, searches, repeats, reruns = regime_records(*REGIMES[name][1:4], opts.block)
     for key, control in sorted(controls.items()):
         wanted = []
         if key in reruns:
